@@ -1,0 +1,108 @@
+"""The latent-variable model as one Flax module: encoder, posterior, prior, decoder, likelihood.
+
+Every objective in `elbo_jax.objectives` talks to a model only through the methods below (the
+"model protocol"), each written for ONE example; batching is `jax.vmap` outside. A model with a
+different structure (e.g. `models.hierarchical.TwoLayerVAE`) implements the same methods and every
+objective works with it unchanged.
+
+Protocol (x: one example, [*data_shape]; D latents; S samples):
+  encode(x) -> q                         posterior parameters (a dict pytree)
+  sample_posterior(q, key, S) -> z, log_q   z: [S, D], log_q: [S]  (exact, flows included)
+  posterior_log_prob(z, q) -> [...]      log q(z|x) at given z: [..., D] (Gaussian families only)
+  prior_log_prob(z) -> [...]             log p(z)
+  likelihood_log_prob(z, x) -> [...]     log p(x|z), summed over the data dimensions
+  kl_analytic(q) -> (kl, kl_per_dim)     closed-form KL(q || p); `has_analytic_kl` says if it exists
+  decode(z) -> raw likelihood parameters; sample_prior(key, n) -> z: [n, D]
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from elbo_jax import distributions
+
+
+class VAE(nn.Module):
+  """A one-stochastic-layer VAE assembled from interchangeable components.
+
+  Attributes:
+    encoder: x [..., *data_shape] -> features h [..., H].
+    decoder: z [..., D] -> raw likelihood parameters [..., *likelihood.param_shape].
+    likelihood: a module from `elbo_jax.likelihoods` (log_prob, mean, sample).
+    prior: a module from `elbo_jax.priors`.
+    posterior: a module from `elbo_jax.posteriors`; maps h to the parameters of q(z|x).
+  """
+
+  encoder: nn.Module
+  decoder: nn.Module
+  likelihood: nn.Module
+  prior: nn.Module
+  posterior: nn.Module
+
+  @property
+  def latent_dim(self) -> int:
+    return self.posterior.latent_dim
+
+  @property
+  def has_analytic_kl(self) -> bool:
+    # Closed forms exist for a Gaussian q against a Gaussian p(z); mixtures and flows need Monte Carlo.
+    return self.posterior.family in ("diagonal", "full") and self.prior.is_gaussian
+
+  def __call__(self, x, key):
+    """Touches every parameter once (for `init`); returns the single-sample ELBO of x."""
+    q = self.encode(x)
+    z, log_q = self.sample_posterior(q, key, 1)
+    return self.likelihood_log_prob(z, x) + self.prior_log_prob(z) - log_q
+
+  def encode(self, x):
+    return self.posterior(self.encoder(x))
+
+  def sample_posterior(self, q, key, num_samples: int):
+    return self.posterior.sample(q, key, num_samples)
+
+  def posterior_log_prob(self, z, q):
+    return self.posterior.log_prob(z, q)
+
+  def prior_log_prob(self, z):
+    if not self.prior.mixes_posterior:
+      return self.prior.log_prob(z)
+    # VampPrior: p(z) = 1/K sum_k q(z | u_k), the encoder's posteriors at the learned pseudo-inputs.
+    q_u = self.encode(self.prior.pseudo_inputs())  # leaves: [K, ...]
+    log_q_u = self.posterior.log_prob(z[..., None, :], q_u)  # [..., K]
+    return jax.nn.logsumexp(log_q_u, axis=-1) - math.log(self.prior.num_pseudo_inputs)
+
+  def decode(self, z):
+    return self.decoder(z)
+
+  def likelihood_log_prob(self, z, x):
+    return self.likelihood.log_prob(self.decode(z), x)
+
+  def kl_analytic(self, q):
+    """Returns (KL(q || p), per-dimension KL or None). Only valid when `has_analytic_kl`."""
+    prior_mean, prior_log_scale = self.prior.gaussian_params()
+    if self.posterior.family == "diagonal":
+      kl_per_dim = distributions.kl_diag_normal(
+          q["mean"], q["log_scale"], prior_mean, prior_log_scale
+      )
+      return kl_per_dim.sum(-1), kl_per_dim
+    kl = distributions.kl_tril_normal_diag_normal(
+        q["mean"], q["scale_tril"], prior_mean, prior_log_scale
+    )
+    return kl, None
+
+  def sample_prior(self, key, num_samples: int):
+    if not self.prior.mixes_posterior:
+      return self.prior.sample(key, num_samples)
+    component_key, sample_key = jax.random.split(key)
+    k = jax.random.randint(component_key, (num_samples,), 0, self.prior.num_pseudo_inputs)
+    q_u = self.encode(self.prior.pseudo_inputs()[k])  # leaves: [n, ...]
+    keys = jax.random.split(sample_key, num_samples)
+    # One draw from each chosen component; the sampler is written per example, so map it.
+    return jnp.stack(
+        [self.posterior.sample(jax.tree.map(lambda a: a[i], q_u), keys[i], 1)[0][0]
+         for i in range(num_samples)]
+    )
