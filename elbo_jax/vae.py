@@ -48,6 +48,10 @@ class VAE(nn.Module):
     return self.posterior.latent_dim
 
   @property
+  def has_flow_posterior(self) -> bool:
+    return self.posterior.family == "flow"
+
+  @property
   def has_analytic_kl(self) -> bool:
     # Closed forms exist for a Gaussian q against a Gaussian p(z); mixtures and flows need Monte Carlo.
     return self.posterior.family in ("diagonal", "full") and self.prior.is_gaussian

@@ -1,0 +1,97 @@
+"""The default experiment config; every file in configs/ starts from it and changes what differs.
+
+Fields are grouped two levels deep (data, model, likelihood, prior, posterior, objective, optimizer,
+training, eval, accelerator). Configs are returned locked, so a misspelt override such as
+`--config.prior.nmae=vamp` is an error instead of a silently ignored flag.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def default_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "digits"            # digits (offline, ships with scikit-learn) | mnist | ... (TFDS)
+  c.data.source = "auto"            # auto (local file if data.path is set, else TFDS) | tfds | local
+  c.data.path = ""                  # a local mnist.pkl.gz, IDX directory or .npz
+  c.data.data_dir = ""              # TFDS data_dir ('' = TFDS default)
+  c.data.download = False           # let TFDS download when the data are not prepared
+  c.data.preprocessing = "dynamic_binarization"
+  c.data.split = "standard"         # standard | burda (59,600 / 400 / 10,000 for MNIST)
+  c.data.seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "mlp"              # mlp | conv | two_layer
+  c.model.hidden = (200, 200)
+  c.model.activation = "tanh"
+  c.model.gated = False
+  c.model.latent_dim = 50
+  c.model.channels = (32, 64)       # conv only
+  c.model.latent2_dim = 50          # two_layer only: z2 (top layer); latent_dim is z1
+  c.model.hidden2 = (100, 100)      # two_layer only
+
+  c.likelihood = ml_collections.ConfigDict()
+  c.likelihood.name = "bernoulli"   # bernoulli | gaussian | continuous_bernoulli | ...
+  c.likelihood.variance = "global"  # gaussian only: fixed | global | per_pixel
+  c.likelihood.scale = 1.0          # gaussian only: the fixed standard deviation / its init
+  c.likelihood.num_mixtures = 10    # discretized_logistic_mixture only
+
+  c.prior = ml_collections.ConfigDict()
+  c.prior.name = "standard_normal"  # standard_normal | learned_gaussian | mog | vamp
+  c.prior.num_components = 10       # mog only
+  c.prior.num_pseudo_inputs = 500   # vamp only
+
+  c.posterior = ml_collections.ConfigDict()
+  c.posterior.name = "diagonal_gaussian"  # diagonal_gaussian | full_gaussian | planar_flow | iaf
+  c.posterior.num_flows = 4
+  c.posterior.hidden = 200          # iaf only: MADE hidden units
+
+  c.objective = ml_collections.ConfigDict()
+  c.objective.name = "elbo"         # elbo | beta_elbo | iwae
+  c.objective.num_samples = 1       # S for the ELBO, K for IWAE
+  c.objective.estimator = "reparam"  # iwae only: reparam | stl | dreg
+  c.objective.kl = "auto"           # auto | analytic | mc
+  c.objective.beta = 1.0
+  c.objective.warmup_epochs = 0     # KL warm-up: beta rises linearly from 0 over this many epochs
+  c.objective.free_bits = 0.0       # nats per latent dimension (batch-averaged); 0 = off
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adam"         # adam | adamw | sgd
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-8
+  c.optimizer.weight_decay = 0.0    # adamw only
+  c.optimizer.schedule = "constant"  # constant | cosine | burda
+  c.optimizer.warmup_steps = 0
+  c.optimizer.clip_norm = 0.0       # global-norm clipping; 0 = off
+
+  c.training = ml_collections.ConfigDict()
+  c.training.batch_size = 100       # global batch size, split across devices
+  c.training.num_epochs = 20
+  c.training.steps_per_call = 200   # steps per jitted call (lax.scan); also the logging interval
+  c.training.checkpoint_every = 1000  # steps; a checkpoint is also written at the end
+  c.training.on_nonfinite = "stop"  # stop | skip (skip the update and count it)
+  c.training.progress = True
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_samples = 5000         # K of the importance-sampled test log-likelihood
+  c.eval.chunk_size = 500
+  c.eval.batch_size = 100
+  c.eval.repeats = 1
+  c.eval.num_test = 0               # evaluate the first N test examples; 0 = all
+  c.eval.elbo_samples = 10
+  c.eval.seed = 1234                # fixed, so evaluation numbers do not depend on training
+
+  c.accelerator = ml_collections.ConfigDict()
+  c.accelerator.platform = "auto"   # auto | cpu | gpu | tpu
+  return c
+
+
+def lock(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  c.lock()
+  return c
