@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import ml_collections
 
+from elbo_jax import data
+
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
 
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "digits"            # digits (offline, ships with scikit-learn) | mnist | ... (TFDS)
-  c.data.source = "auto"            # auto (local file if data.path is set, else TFDS) | tfds | local
-  c.data.path = ""                  # a local mnist.pkl.gz, IDX directory or .npz
-  c.data.data_dir = ""              # TFDS data_dir ('' = TFDS default)
-  c.data.download = False           # let TFDS download when the data are not prepared
-  c.data.preprocessing = "dynamic_binarization"
-  c.data.split = "standard"         # standard | burda (59,600 / 400 / 10,000 for MNIST)
-  c.data.seed = 0
+  # name, source, path, data_dir, download, preprocessing, split, ...: see elbo_jax.data.
+  c.data = data.default_config()
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "mlp"              # mlp | conv | two_layer

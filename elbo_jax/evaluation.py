@@ -9,6 +9,7 @@ run at 'highest' precision so that accelerators do not silently use bf16 passes.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -63,6 +64,12 @@ def example_keys(key, start: int, count: int):
   return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(start, start + count))
 
 
+@functools.lru_cache(maxsize=32)
+def _batched(per_example):
+  # Cached on the function object, so repeated evaluations (every epoch) compile once.
+  return jax.jit(jax.vmap(per_example, in_axes=(None, 0, 0)))
+
+
 def map_dataset(per_example, params, data: np.ndarray, key, *, batch_size: int, progress=None):
   """Applies a per-example f(params, x, key) -> pytree to every row of `data`, jitted in batches.
 
@@ -70,7 +77,7 @@ def map_dataset(per_example, params, data: np.ndarray, key, *, batch_size: int, 
   Returns the outputs stacked over the data set as numpy arrays.
   """
   positive_int("eval.batch_size", batch_size)
-  fn = jax.jit(jax.vmap(per_example, in_axes=(None, 0, 0)))
+  fn = _batched(per_example)
   outputs = []
   for start in range(0, len(data), batch_size):
     batch = data[start:start + batch_size]

@@ -117,7 +117,8 @@ def iwae(model, *, likelihood=None, prior=None, posterior=None, num_samples: int
     estimator: the gradient estimator for the encoder:
       "reparam": plain reparameterised gradient of the bound;
       "stl": sticking the landing (Roeder et al. 2017): log q evaluated with stopped variational
-        parameters, removing the score-function term whose expectation is zero;
+        parameters, removing the score-function term; unbiased for K = 1 only (for K > 1 that
+        term no longer has mean zero, Tucker et al. 2019), but zero-variance at q = p(z|x);
       "dreg": doubly reparameterised (Tucker et al. 2019): encoder gradient
         sum_k w_k^2 d log w_k / dz_k dz_k/dphi, generative gradient sum_k w_k grad log w_k
         (w normalised weights). Both need log q at arbitrary z, so Gaussian posteriors only.
@@ -155,7 +156,8 @@ def iwae(model, *, likelihood=None, prior=None, posterior=None, num_samples: int
       # w_k this gives w_k^2 on the encoder path and w_k on the generative parameters.
       z_scaled = jax.lax.stop_gradient(z) + w[:, None] * (z - jax.lax.stop_gradient(z))
       surrogate = jnp.sum(w * log_weights_fn(m, x, z_scaled, q, log_q)[0])
-      loss = -(surrogate - jax.lax.stop_gradient(surrogate) + bound)
+      # The value of -bound with the gradient of the surrogate alone.
+      loss = -(surrogate - jax.lax.stop_gradient(surrogate) + jax.lax.stop_gradient(bound))
     else:
       loss = -bound
     return {

@@ -200,4 +200,26 @@ def train_and_evaluate(config, workdir: str) -> dict:
       last_checkpoint = step
   progress.close()
   run.save(state)
-  return run_lib.evaluate_run(run, model, config, dataset, state.params)
+  run.close()
+  return run_lib.evaluate_run(workdir, model, config, dataset, state.params,
+                              progress=config.training.progress)
+
+
+def evaluate_workdir(workdir: str, eval_overrides: dict | None = None) -> dict:
+  """Re-evaluates the latest checkpoint of a run with the config saved in its workdir."""
+  from elbo_jax import run as run_lib
+
+  config = run_lib.load_config(workdir)
+  with config.unlocked():
+    config.eval.update(eval_overrides or {})
+  check_config(config)
+  dataset = data_lib.load(config.data)
+  model = build_model(config, dataset)
+  steps_per_epoch = max(1, len(dataset.train) // config.training.batch_size)
+  optimizer = make_optimizer(config.optimizer, steps_per_epoch,
+                             steps_per_epoch * config.training.num_epochs)
+  state = jax.eval_shape(lambda: create_train_state(model, optimizer, dataset.train[0],
+                                                    split_seed(config.seed)["init"]))
+  params = run_lib.restore_params(workdir, state)
+  return run_lib.evaluate_run(workdir, model, config, dataset, params,
+                              progress=config.training.progress)

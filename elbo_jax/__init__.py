@@ -1,0 +1,20 @@
+"""elbo_jax: per-example ELBO / IWAE objectives and VAE experiments in JAX and Flax.
+
+  import elbo_jax as ej
+  vae = ej.VAE(encoder, decoder, likelihood, prior, posterior)
+  per_example = ej.elbo(vae)                       # f(params, x, key) -> named terms
+  batched = jax.jit(jax.vmap(per_example, in_axes=(None, 0, 0)))
+"""
+
+from elbo_jax import distributions, likelihoods, models, posteriors, priors
+from elbo_jax.evaluation import importance_log_likelihood
+from elbo_jax.objectives import batched, beta_elbo, beta_schedule, elbo, iwae, reduce_loss
+from elbo_jax.registry import ConfigError
+from elbo_jax.vae import VAE
+
+__all__ = [
+    "VAE", "ConfigError", "batched", "beta_elbo", "beta_schedule", "distributions", "elbo",
+    "importance_log_likelihood", "iwae", "likelihoods", "models", "posteriors", "priors",
+    "reduce_loss",
+]
+__version__ = "0.1.0"

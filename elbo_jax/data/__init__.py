@@ -1,0 +1,289 @@
+"""Image data sets as in-memory numpy arrays: `load(config.data)` -> `Dataset` with three splits.
+
+A source (`elbo_jax.data.sources`) yields raw splits, uint8 0..255 or float32 in [0, 1];
+`preprocessing` turns each into what a likelihood reads and `split` picks train / validation /
+test. MNIST is 60k x 784 values, so everything stays in host memory and the trainer batches it.
+
+Fields of `config.data` (defaults in `default_config`; a field left out takes its default):
+  name: "digits" (scikit-learn's bundled 8x8 digits, no network needed) or a TFDS data set:
+    "mnist", "fashion_mnist", "binarized_mnist" (the fixed Larochelle & Murray binarisation),
+    "cifar10", "omniglot" (28x28, ink = 1), "celeb_a" (64x64 centre crop). With source "local"
+    any name is accepted; it only labels the data in `Dataset.info` (the default "digits", which
+    names the scikit-learn set, is replaced there by the file's name).
+  source: "auto" ("local" when `path` is set, otherwise the name's own source), "tfds",
+    "sklearn" or "local".
+  path: for source "local": an mnist.pkl.gz-style pickle, a .npz file (keys train / test and
+    optionally validation, or x_train / x_test / x_valid) or a directory of MNIST IDX files.
+  data_dir: TFDS data directory; '' means TFDS's default ($TFDS_DATA_DIR or ~/tensorflow_datasets).
+  download: let TFDS download and prepare missing data (most TFDS data sets need TensorFlow to be
+    prepared); off, missing data is an immediate error.
+  download_timeout: seconds to wait for a TFDS download before giving up.
+  preprocessing: "dynamic_binarization" (float32 grey levels in [0, 1]; the train step draws
+    `binarize` each time an example is used), "static_binarization" (float32 {0, 1}, drawn ONCE as
+    Bernoulli(x) from `seed`), "float" (float32 in [0, 1]) or "uint8" (uint8 0..255, for 8-bit
+    likelihoods; float sources are scaled by 255 and rounded).
+  split: "burda" (train and validation pooled, `validation_size` images held out at random, the
+    test split kept: 59,600 / 400 / 10,000 on MNIST) or "standard" (the data set's own splits,
+    e.g. 50k / 10k / 10k for mnist.pkl.gz; a source without a validation split, such as TFDS
+    MNIST, gets `validation_size` held-out training images as for "burda").
+  validation_size: images held out of the training pool as validation (see `split`).
+  seed: picks the held-out images and the static binarisation (two independent streams).
+
+TFDS is read through its random-access data sources (`tfds.data_source`, array_record files)
+instead of `tfds.load`: reading then needs no TensorFlow, a much lighter install.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from elbo_jax.data.sources import DATASETS, LOCAL_HINT, read_local
+from elbo_jax.registry import ConfigError, Registry, positive_int
+
+__all__ = [
+    "DATASETS",
+    "PREPROCESSING",
+    "SPLITS",
+    "Dataset",
+    "binarize",
+    "check_compatible",
+    "default_config",
+    "holdout_split",
+    "load",
+]
+
+SOURCES = ("auto", "tfds", "sklearn", "local")
+DATA_KINDS = ("unit_interval", "real", "uint8")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The `data` section of an experiment config with every field `load` reads."""
+  return ml_collections.ConfigDict(
+      {
+          "name": "digits",
+          "source": "auto",
+          "path": "",
+          "data_dir": "",
+          "download": False,
+          "download_timeout": 600,
+          "preprocessing": "dynamic_binarization",
+          "split": "standard",
+          "validation_size": 400,
+          "seed": 0,
+      }
+  )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+  """Three in-memory splits of one image data set.
+
+  Attributes:
+    train, validation, test: [N, H, W, C]; float32 in [0, 1] ({0, 1} when statically binarised)
+      or uint8 0..255 for preprocessing "uint8".
+    preprocessing: the `data.preprocessing` that produced the arrays.
+    info: JSON-ready provenance (name, source, path, preprocessing, binarization, split, seed,
+      shape, dtype, sizes; data_dir and tfds_version for TFDS). The trainer writes it into
+      results.json: static and dynamic MNIST numbers differ by ~2 nats.
+  """
+
+  train: np.ndarray
+  validation: np.ndarray
+  test: np.ndarray
+  preprocessing: str
+  info: dict[str, Any]
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    """(H, W, C) of one example."""
+    return self.train.shape[1:]
+
+  @property
+  def dynamic(self) -> bool:
+    """Whether the train step must binarise each batch with `binarize`."""
+    return self.preprocessing == "dynamic_binarization"
+
+
+def binarize(key: jax.Array, x: jax.Array) -> jax.Array:
+  """One Bernoulli(x) draw per value; x: [...] in [0, 1] -> [...] in {0, 1}, x's dtype."""
+  return jax.random.bernoulli(key, x).astype(x.dtype)
+
+
+# Preprocessing: raw split -> stored array. `rng` is used by static binarisation only.
+PREPROCESSING: Registry[Callable[[np.ndarray, np.random.Generator], np.ndarray]] = Registry(
+    "data.preprocessing"
+)
+
+
+def _to_unit(x: np.ndarray) -> np.ndarray:
+  if x.dtype == np.uint8:
+    return x.astype(np.float32) / np.float32(255)
+  return x.astype(np.float32, copy=False)
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+  if x.dtype == np.uint8:
+    return x
+  # deeplearning.net's mnist.pkl.gz stores pixel / 256: x * 256 recovers the pixels exactly,
+  # where x * 255 would merge neighbouring grey levels.
+  scaled = x * np.float32(256)
+  if x.max() < 1.0 and np.array_equal(scaled, np.rint(scaled)):
+    return scaled.astype(np.uint8)
+  return np.rint(x * np.float32(255)).astype(np.uint8)
+
+
+def _static_binarization(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  # Data that is already binary passes through unchanged (u < 0 never holds, u < 1 always does).
+  return (rng.random(x.shape, dtype=np.float32) < _to_unit(x)).astype(np.float32)
+
+
+PREPROCESSING.register("dynamic_binarization")(lambda x, rng: _to_unit(x))
+PREPROCESSING.register("static_binarization")(_static_binarization)
+PREPROCESSING.register("float")(lambda x, rng: _to_unit(x))
+PREPROCESSING.register("uint8")(lambda x, rng: _to_uint8(x))
+
+
+def holdout_split(
+    x: np.ndarray, validation_size: int = 400, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+  """Holds out `validation_size` random rows: x [N, ...] -> (train [N - V, ...], valid [V, ...]).
+
+  The same (N, validation_size, seed) always picks the same rows; both parts keep x's order.
+  """
+  if validation_size >= len(x):
+    raise ConfigError(f"data.validation_size={validation_size} must be smaller than the "
+                      f"{len(x)} training images")
+  held_out = np.zeros(len(x), bool)
+  held_out[np.random.default_rng([seed, 0]).permutation(len(x))[:validation_size]] = True
+  return x[~held_out], x[held_out]
+
+
+# Splits: (raw splits, validation_size, seed) -> (train, validation, test).
+SPLITS: Registry[Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]] = Registry("data.split")
+
+
+@SPLITS.register("burda")
+def _burda_split(raw, validation_size: int, seed: int):
+  pool = np.concatenate([raw["train"], raw["validation"]]) if "validation" in raw else raw["train"]
+  return (*holdout_split(pool, validation_size, seed), raw["test"])
+
+
+@SPLITS.register("standard")
+def _standard_split(raw, validation_size: int, seed: int):
+  if "validation" in raw:
+    return raw["train"], raw["validation"], raw["test"]
+  return (*holdout_split(raw["train"], validation_size, seed), raw["test"])
+
+
+def _fields(config_data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """config_data over the defaults; unknown fields and wrong types are ConfigErrors."""
+  values = default_config().to_dict()
+  for field in config_data:
+    if field not in values:
+      raise ConfigError(f"data.{field} is not a data field; allowed: {', '.join(sorted(values))}")
+  # Merged as plain dicts: ConfigDict would refuse e.g. a float timeout over the int default.
+  cfg = ml_collections.ConfigDict({**values, **config_data.to_dict()})
+  if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+    raise ConfigError(f"data.seed={cfg.seed!r} must be a non-negative integer")
+  timeout = cfg.download_timeout
+  if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+    raise ConfigError(f"data.download_timeout={timeout!r} must be a positive number of seconds")
+  positive_int("data.validation_size", cfg.validation_size)
+  if cfg.source not in SOURCES:
+    raise ConfigError(f"data.source={cfg.source!r} is not known; allowed values: "
+                      f"{', '.join(SOURCES)}")
+  return cfg
+
+
+def _binarization(cfg: ml_collections.ConfigDict, source: str) -> str:
+  if source == "tfds" and cfg.name == "binarized_mnist":
+    return "fixed: Larochelle & Murray's binarised MNIST (TFDS binarized_mnist)"
+  if cfg.preprocessing == "dynamic_binarization":
+    return "dynamic: Bernoulli(x) redrawn each time an example is used"
+  if cfg.preprocessing == "static_binarization":
+    return f"static: Bernoulli(x) drawn once with data.seed={cfg.seed}"
+  return "none"
+
+
+def load(config_data: ml_collections.ConfigDict) -> Dataset:
+  """Reads, preprocesses and splits the data set that `config_data` (config.data) describes.
+
+  Raises ConfigError (one line, naming the field to change) for unknown names or options,
+  missing or unreadable data.
+  """
+  cfg = _fields(config_data)
+  preprocess = PREPROCESSING.get(cfg.preprocessing)
+  split = SPLITS.get(cfg.split)
+  source = cfg.source
+  if source == "auto":
+    source = "local" if cfg.path else DATASETS.get(cfg.name).source
+  if source == "local":
+    raw, extra = read_local(cfg)
+  else:
+    builtin = DATASETS.get(cfg.name)
+    if builtin.source != source:
+      raise ConfigError(f"data.name={cfg.name!r} comes from data.source={builtin.source!r}, "
+                        f"not {source!r}; use data.source='auto' or {LOCAL_HINT}")
+    if cfg.name == "binarized_mnist" and cfg.preprocessing == "dynamic_binarization":
+      raise ConfigError("data.name='binarized_mnist' is already binary (a fixed binarisation); "
+                        "use data.preprocessing='static_binarization', or data.name='mnist'")
+    raw, extra = builtin.read(cfg)
+  if len({x.shape[1:] for x in raw.values()}) > 1:
+    shapes = ", ".join(f"{k} {x.shape[1:]}" for k, x in raw.items())
+    raise ConfigError(f"data.path={cfg.path!r}: the splits' image shapes differ ({shapes})")
+  # One binarisation stream per source split, so an image's draw does not depend on `split`.
+  processed = {
+      k: preprocess(x, np.random.default_rng([cfg.seed, 1, i]))
+      for i, (k, x) in enumerate(sorted(raw.items()))
+  }
+  train, validation, test = split(processed, cfg.validation_size, cfg.seed)
+  # "digits" is the default name; on a local file it would mislabel e.g. MNIST in results.json.
+  name = cfg.name
+  if source == "local" and name == "digits":
+    name = os.path.basename(os.path.normpath(cfg.path))
+  info = dict(
+      name=name,
+      source=source,
+      path=cfg.path if source == "local" else "",
+      preprocessing=cfg.preprocessing,
+      binarization=_binarization(cfg, source),
+      split=cfg.split,
+      seed=cfg.seed,
+      shape=list(train.shape[1:]),
+      dtype=str(train.dtype),
+      sizes={"train": len(train), "validation": len(validation), "test": len(test)},
+      **extra,
+  )
+  return Dataset(train, validation, test, cfg.preprocessing, info)
+
+
+def check_compatible(dataset: Dataset, data_kind: str, likelihood: str = "") -> None:
+  """Raises a one-line ConfigError if a likelihood cannot score `dataset`.
+
+  Args:
+    dataset: from `load`.
+    data_kind: what the likelihood models: "unit_interval" (Bernoulli, continuous Bernoulli:
+      values in [0, 1]), "real" (e.g. Gaussian: floats) or "uint8" (8-bit likelihoods: 0..255).
+    likelihood: the configured likelihood.name, quoted in the message.
+  """
+  if data_kind not in DATA_KINDS:
+    raise ValueError(f"data_kind={data_kind!r}; expected one of {', '.join(DATA_KINDS)}")
+  who = f"likelihood.name={likelihood!r}" if likelihood else f"a likelihood of {data_kind} data"
+  given = f"data.preprocessing={dataset.preprocessing!r}"
+  is_uint8 = dataset.train.dtype == np.uint8
+  if data_kind == "uint8" and not is_uint8:
+    raise ConfigError(f"{who} needs 8-bit integer data; {given} gives floats; "
+                      "use data.preprocessing='uint8'")
+  if data_kind == "unit_interval" and is_uint8:
+    raise ConfigError(f"{who} needs data in [0, 1]; {given} gives integers 0..255; use "
+                      "data.preprocessing='float', 'dynamic_binarization' or 'static_binarization'")
+  if data_kind == "real" and is_uint8:
+    raise ConfigError(f"{who} needs real-valued data; {given} gives integers 0..255; "
+                      "use data.preprocessing='float'")

@@ -1,0 +1,241 @@
+"""Observation models p(x|z) as Flax modules, selected by name through `LIKELIHOODS`.
+
+Chosen: small hand-written modules over the pure functions in `elbo_jax.distributions`, for the
+reasons given there (no distrax/TFP dependency; every density is checked against scipy in tests/).
+They are Flax modules, not plain functions, because the Gaussian's variance can be a learned
+parameter; `setup()` creates it so every method can read it.
+
+Interface (the VAE in `elbo_jax.vae` relies on it), for `event_shape` = the shape of one datum:
+  param_shape                      shape the decoder outputs for ONE example (needs no binding)
+  log_prob(raw, x) -> [...]        raw: [..., *param_shape], x: [..., *event_shape] (broadcasts);
+                                   log p(x|z) in nats, summed over the event dimensions
+  mean(raw), sample(key, raw)      -> [..., *event_shape], float32
+  data_kind                        "unit_interval" (x in [0, 1]), "real", or "uint8" (integers 0..255)
+  reports_bits_per_dim             True where log p is a probability of discrete 8-bit data
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from elbo_jax import distributions
+from elbo_jax.registry import ConfigError, Registry
+
+LIKELIHOODS = Registry("likelihood.name")
+
+_VARIANCES = ("fixed", "global", "per_pixel")
+_NUM_LEVELS = 256
+
+
+def bits_per_dim(nats, event_shape):
+  """Converts nats per example (e.g. a negative log-likelihood) to bits per data dimension."""
+  return nats / (math.prod(event_shape) * math.log(2.0))
+
+
+class _Likelihood(nn.Module):
+  """Shared fields and checks; `event_shape` is one datum's shape, e.g. (28, 28, 1)."""
+
+  event_shape: tuple
+
+  data_kind = "real"
+  reports_bits_per_dim = False
+
+  def __post_init__(self):
+    shape = self.event_shape
+    if not isinstance(shape, (tuple, list)) or not shape or any(
+        isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape
+    ):
+      raise ConfigError(
+          f"likelihood.event_shape={shape!r} must be a non-empty tuple of positive integers"
+      )
+    super().__post_init__()
+
+  @property
+  def param_shape(self) -> tuple:
+    return tuple(self.event_shape)
+
+  def _sum_event(self, per_element):
+    return per_element.sum(axis=tuple(range(-len(self.event_shape), 0)))
+
+
+@LIKELIHOODS.register("bernoulli")
+class Bernoulli(_Likelihood):
+  """Independent Bernoulli per element; raw = logits [..., *event_shape]."""
+
+  data_kind = "unit_interval"
+
+  def log_prob(self, raw, x):
+    return self._sum_event(distributions.bernoulli_log_prob(x, raw))
+
+  def mean(self, raw):
+    return jax.nn.sigmoid(raw)
+
+  def sample(self, key, raw):
+    return jax.random.bernoulli(key, jax.nn.sigmoid(raw)).astype(jnp.float32)
+
+
+@LIKELIHOODS.register("continuous_bernoulli")
+class ContinuousBernoulli(_Likelihood):
+  """Continuous Bernoulli per element (Loaiza-Ganem & Cunningham, 2019); raw = logits.
+
+  `mean` is the distribution's mean, which is not lambda = sigmoid(raw).
+  """
+
+  data_kind = "unit_interval"
+
+  def log_prob(self, raw, x):
+    return self._sum_event(distributions.continuous_bernoulli_log_prob(x, raw))
+
+  def mean(self, raw):
+    return distributions.continuous_bernoulli_mean(raw)
+
+  def sample(self, key, raw):
+    # Inverse CDF: F^-1(u) = log1p(u expm1(l)) / l. It is evaluated at l = -|logits| (expm1 cannot
+    # overflow there) and mirrored, since x ~ CB(l) <=> 1 - x ~ CB(-l).
+    u = jax.random.uniform(key, raw.shape)
+    a = -jnp.abs(raw)
+    near_half = a > -1e-6
+    a_safe = jnp.where(near_half, -1.0, a)
+    y = jnp.where(near_half, u, jnp.log1p(u * jnp.expm1(a_safe)) / a_safe)
+    return jnp.where(raw > 0, 1.0 - y, y)
+
+
+@LIKELIHOODS.register("gaussian")
+class Gaussian(_Likelihood):
+  """Independent Gaussian per element; raw = means [..., *event_shape].
+
+  Attributes:
+    variance: "fixed" (scale = `scale`), "global" (one learned log-scale), or "per_pixel" (a learned
+      log-scale per data element); learned scales do not depend on z and start at `scale`.
+    scale: the fixed standard deviation, or the initial one of a learned scale.
+  """
+
+  variance: str = "fixed"
+  scale: float = 1.0
+
+  def __post_init__(self):
+    if self.variance not in _VARIANCES:
+      raise ConfigError(
+          f"likelihood.variance={self.variance!r} is not known; "
+          f"allowed values: {', '.join(_VARIANCES)}"
+      )
+    if not isinstance(self.scale, (int, float)) or not self.scale > 0:
+      raise ConfigError(f"likelihood.scale={self.scale!r} must be a positive number")
+    super().__post_init__()
+
+  def setup(self):
+    if self.variance == "fixed":
+      return
+    shape = () if self.variance == "global" else tuple(self.event_shape)
+    self.log_scale = self.param(
+        "log_scale", nn.initializers.constant(math.log(self.scale)), shape, jnp.float32
+    )
+
+  def _log_scale(self):
+    return math.log(self.scale) if self.variance == "fixed" else self.log_scale
+
+  def log_prob(self, raw, x):
+    return self._sum_event(distributions.diag_normal_log_prob_per_dim(x, raw, self._log_scale()))
+
+  def mean(self, raw):
+    return raw
+
+  def sample(self, key, raw):
+    return raw + jnp.exp(self._log_scale()) * jax.random.normal(key, raw.shape)
+
+
+@LIKELIHOODS.register("discretized_logistic_mixture")
+class DiscretizedLogisticMixture(_Likelihood):
+  """PixelCNN++-style discretised mixture of logistics over 256 levels, per element.
+
+  event_shape is (..., C) with channels last. raw: [..., *event_shape[:-1], C * 3 * K], its last
+  axis read as [C, 3, K]: per channel, K mixture logits, K means in [-1, 1] units, K log-scales.
+  Channels are independent mixtures (no PixelCNN++ RGB coupling): simpler, and the decoder
+  conditions every channel on z anyway. x: integers 0..255. mean/sample are in [0, 255].
+  """
+
+  num_mixtures: int = 10
+
+  data_kind = "uint8"
+  reports_bits_per_dim = True
+
+  def __post_init__(self):
+    if isinstance(self.num_mixtures, bool) or not isinstance(self.num_mixtures, int) or (
+        self.num_mixtures < 1
+    ):
+      raise ConfigError(f"likelihood.num_mixtures={self.num_mixtures!r} must be a positive integer")
+    super().__post_init__()
+
+  @property
+  def param_shape(self) -> tuple:
+    *spatial, channels = self.event_shape
+    return (*spatial, channels * 3 * self.num_mixtures)
+
+  def _split(self, raw):
+    """raw [..., C * 3 * K] -> logit_probs, means, log_scales, each [..., C, K]."""
+    params = raw.reshape(*raw.shape[:-1], self.event_shape[-1], 3, self.num_mixtures)
+    return params[..., 0, :], params[..., 1, :], params[..., 2, :]
+
+  def log_prob(self, raw, x):
+    return self._sum_event(distributions.discretized_logistic_mixture_log_prob(x, *self._split(raw)))
+
+  def mean(self, raw):
+    """Mean of the continuous mixture clipped to [-1, 1], as levels in [0, 255] (float32).
+
+    It differs from the mean of the 256-level distribution only by the rounding to levels, so by at
+    most half a level, and costs O(K) per element instead of O(256 K).
+    """
+    logit_probs, means, log_scales = self._split(raw)
+    # Clipping both ways keeps s * (softplus - softplus) free of overflow and of cancellation.
+    scales = jnp.exp(jnp.clip(log_scales, distributions.DLM_MIN_LOG_SCALE, 7.0))
+    # E[clip(y, -1, 1)] = -1 + integral_{-1}^{1} P(y > t) dt for a logistic y.
+    clipped_means = -1.0 + scales * (
+        jax.nn.softplus((means + 1.0) / scales) - jax.nn.softplus((means - 1.0) / scales)
+    )
+    mean = jnp.sum(jax.nn.softmax(logit_probs, axis=-1) * clipped_means, axis=-1)
+    return 127.5 * (mean + 1.0)
+
+  def sample(self, key, raw):
+    """Levels 0..255 as float32 (whole numbers)."""
+    logit_probs, means, log_scales = self._split(raw)
+    component_key, logistic_key = jax.random.split(key)
+    k = jax.random.categorical(component_key, logit_probs, axis=-1)[..., None]
+    mean = jnp.take_along_axis(means, k, axis=-1)[..., 0]
+    log_scale = jnp.take_along_axis(log_scales, k, axis=-1)[..., 0]
+    log_scale = jnp.maximum(log_scale, distributions.DLM_MIN_LOG_SCALE)
+    y = mean + jnp.exp(log_scale) * jax.random.logistic(logistic_key, mean.shape)
+    # Level v owns [v - 1/2, v + 1/2] in units of 2/255 around its centre v / 127.5 - 1.
+    return jnp.clip(jnp.round(127.5 * (y + 1.0)), 0.0, 255.0)
+
+
+@LIKELIHOODS.register("categorical")
+class Categorical(_Likelihood):
+  """A free 256-way categorical per element; raw: [..., *event_shape[:-1], C * 256], read as [C, 256].
+
+  x: integers 0..255. mean/sample are in [0, 255] (float32).
+  """
+
+  data_kind = "uint8"
+  reports_bits_per_dim = True
+
+  @property
+  def param_shape(self) -> tuple:
+    *spatial, channels = self.event_shape
+    return (*spatial, channels * _NUM_LEVELS)
+
+  def _logits(self, raw):
+    return raw.reshape(*raw.shape[:-1], self.event_shape[-1], _NUM_LEVELS)
+
+  def log_prob(self, raw, x):
+    return self._sum_event(distributions.categorical_log_prob(x, self._logits(raw)))
+
+  def mean(self, raw):
+    levels = jnp.arange(_NUM_LEVELS, dtype=jnp.float32)
+    return jax.nn.softmax(self._logits(raw), axis=-1) @ levels
+
+  def sample(self, key, raw):
+    return jax.random.categorical(key, self._logits(raw), axis=-1).astype(jnp.float32)

@@ -1,0 +1,139 @@
+"""Two stochastic layers (Burda et al. 2015, section 5): x -> z1 -> z2 and z2 -> z1 -> x.
+
+Inference: q(z1, z2 | x) = q(z1 | x) q(z2 | z1).  Generative: p(x, z1, z2) = p(z2) p(z1|z2) p(x|z1).
+Every conditional is a diagonal Gaussian whose mean and log-scale come from a tanh MLP; p(z2) is
+N(0, I). The latent vector seen by the objectives is z = [z1, z2]: [D1 + D2].
+
+The model implements the protocol of `elbo_jax.vae` (there is no closed-form KL, so
+`has_analytic_kl` is False). MNIST sizes from the paper: 784-200-200-100 (z1), 100-100-100-50 (z2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from elbo_jax import distributions
+from elbo_jax.models.mlp import MLP
+
+# Log-scales are clipped so that exp(+-log_scale) and the squared standardized residuals in the
+# log-densities stay finite in float32 for any input; e^-10 ~ 4.5e-5 is below any useful std.
+LOG_SCALE_MIN = -10.0
+LOG_SCALE_MAX = 10.0
+
+
+class GaussianHead(nn.Module):
+  """inputs [..., F] -> {"mean", "log_scale"}: [..., latent] via an MLP and a linear layer."""
+
+  hidden: tuple
+  latent: int
+  activation: str = "tanh"
+
+  @nn.compact
+  def __call__(self, inputs):
+    h = MLP(self.hidden, self.activation)(inputs)
+    mean, log_scale = jnp.split(nn.Dense(2 * self.latent)(h), 2, axis=-1)
+    return {"mean": mean, "log_scale": jnp.clip(log_scale, LOG_SCALE_MIN, LOG_SCALE_MAX)}
+
+
+class TwoLayerVAE(nn.Module):
+  """A VAE with two stochastic layers; every method is written for one example.
+
+  Attributes:
+    likelihood: a module from `elbo_jax.likelihoods` (log_prob, mean, sample, param_shape).
+    data_shape: the shape of one example x.
+    hidden1: hidden units of q(z1|x), and (reversed) of the decoder z1 -> x.
+    latent1: D1, the size of z1.
+    hidden2: hidden units of q(z2|z1) and of p(z1|z2).
+    latent2: D2, the size of z2.
+    activation: a name in `models.activations.ACTIVATIONS`.
+  """
+
+  likelihood: nn.Module
+  data_shape: tuple
+  hidden1: tuple = (200, 200)
+  latent1: int = 100
+  hidden2: tuple = (100, 100)
+  latent2: int = 50
+  activation: str = "tanh"
+
+  def setup(self):
+    self.q_z1 = GaussianHead(self.hidden1, self.latent1, self.activation)
+    self.q_z2 = GaussianHead(self.hidden2, self.latent2, self.activation)
+    self.p_z1 = GaussianHead(self.hidden2, self.latent1, self.activation)
+    self.decoder_mlp = MLP(tuple(reversed(self.hidden1)), self.activation)
+    self.decoder_out = nn.Dense(math.prod(self.likelihood.param_shape))
+
+  @property
+  def latent_dim(self) -> int:
+    return self.latent1 + self.latent2
+
+  @property
+  def has_analytic_kl(self) -> bool:
+    return False
+
+  def __call__(self, x, key):
+    """Touches every parameter once (for `init`); returns the single-sample ELBO of x."""
+    q = self.encode(x)
+    z, log_q = self.sample_posterior(q, key, 1)
+    return self.likelihood_log_prob(z, x) + self.prior_log_prob(z) - log_q
+
+  def _split(self, z):
+    return z[..., :self.latent1], z[..., self.latent1:]
+
+  def encode(self, x):
+    """x [*data_shape] -> parameters of q(z1|x): {"mean", "log_scale"}: [D1].
+
+    q(z2|z1) depends on the sampled z1, so it is evaluated inside the sampling and density methods.
+    """
+    n = len(self.data_shape)
+    return self.q_z1(x.reshape(x.shape[:x.ndim - n] + (-1,)))
+
+  def sample_posterior(self, q, key, num_samples: int):
+    """Returns z = [z1, z2]: [S, D1 + D2] and log q(z1|x) + log q(z2|z1): [S]."""
+    key1, key2 = jax.random.split(key)
+    eps1 = jax.random.normal(key1, (num_samples, self.latent1), q["mean"].dtype)
+    z1 = q["mean"] + jnp.exp(q["log_scale"]) * eps1
+    q2 = self.q_z2(z1)
+    eps2 = jax.random.normal(key2, (num_samples, self.latent2), z1.dtype)
+    z2 = q2["mean"] + jnp.exp(q2["log_scale"]) * eps2
+    log_q = (distributions.diag_normal_log_prob(z1, q["mean"], q["log_scale"])
+             + distributions.diag_normal_log_prob(z2, q2["mean"], q2["log_scale"]))
+    return jnp.concatenate([z1, z2], axis=-1), log_q
+
+  def posterior_log_prob(self, z, q):
+    """log q(z1|x) + log q(z2|z1) at z: [..., D1 + D2]; returns [...]."""
+    z1, z2 = self._split(z)
+    q2 = self.q_z2(z1)
+    return (distributions.diag_normal_log_prob(z1, q["mean"], q["log_scale"])
+            + distributions.diag_normal_log_prob(z2, q2["mean"], q2["log_scale"]))
+
+  def prior_log_prob(self, z):
+    """log N(z2; 0, I) + log p(z1|z2) at z: [..., D1 + D2]; returns [...]."""
+    z1, z2 = self._split(z)
+    p1 = self.p_z1(z2)
+    return (distributions.diag_normal_log_prob(z2, 0.0, 0.0)
+            + distributions.diag_normal_log_prob(z1, p1["mean"], p1["log_scale"]))
+
+  def decode(self, z):
+    """z [..., D1 + D2] -> raw likelihood parameters [..., *param_shape]; only z1 is used."""
+    z1, _ = self._split(z)
+    out = self.decoder_out(self.decoder_mlp(z1))
+    return out.reshape(z.shape[:-1] + tuple(self.likelihood.param_shape))
+
+  def likelihood_log_prob(self, z, x):
+    return self.likelihood.log_prob(self.decode(z), x)
+
+  def kl_analytic(self, q):
+    raise NotImplementedError("TwoLayerVAE has no closed-form KL; use a Monte Carlo objective")
+
+  def sample_prior(self, key, num_samples: int):
+    """Ancestral samples z = [z1, z2]: [n, D1 + D2] with z2 ~ N(0, I), z1 ~ p(z1|z2)."""
+    key2, key1 = jax.random.split(key)
+    z2 = jax.random.normal(key2, (num_samples, self.latent2))
+    p1 = self.p_z1(z2)
+    z1 = p1["mean"] + jnp.exp(p1["log_scale"]) * jax.random.normal(key1, p1["mean"].shape)
+    return jnp.concatenate([z1, z2], axis=-1)

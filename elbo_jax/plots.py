@@ -1,0 +1,211 @@
+"""Figures for runs and ablations, each saved as a PNG atomically; every function returns the path.
+
+Figures are built with `matplotlib.figure.Figure` directly rather than pyplot: no global figure
+state to leak across calls, no GUI backend, and PNGs render through Agg whatever backend the
+process has selected.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from scipy.stats import norm
+
+from elbo_jax.io import atomic_writer
+
+_DPI = 100
+# Target long side of an image grid in pixels; small images are upscaled by an integer factor.
+_GRID_PIXELS = 640
+
+
+def image_grid(images, path, title=None, nrow=None, pad=1, pad_value=1.0):
+  """Tiles images into one grid and saves it.
+
+  images: [N, H, W, C] with C in {1, 3}, values in [0, 1] (clipped). nrow: images per row (the
+  torchvision convention); default ceil(sqrt(N)). pad: pixels of `pad_value` between images.
+  """
+  images = _check_images(images, "images")
+  ncol = nrow or math.ceil(math.sqrt(len(images)))
+  return _save_grid(_tile(images, ncol, pad, pad_value), path, title)
+
+
+def reconstructions(
+    originals, recons, path, per_row=None, title="top: data, bottom: reconstruction"
+):
+  """Saves data images with their reconstructions directly below, in pairs of rows.
+
+  originals, recons: [N, H, W, C], same shape. per_row: pairs per row, default min(N, 10).
+  """
+  originals = _check_images(originals, "originals")
+  recons = _check_images(recons, "recons")
+  if originals.shape != recons.shape:
+    raise ValueError(f"originals {originals.shape} and recons {recons.shape} differ in shape")
+  n = len(originals)
+  per_row = per_row or min(n, 10)
+  # Blank (pad-coloured) fillers complete the last row so every original sits over its recon.
+  fill = -n % per_row
+  blank = np.ones((fill, *originals.shape[1:]), originals.dtype)
+  originals = np.concatenate([originals, blank]).reshape(-1, per_row, *originals.shape[1:])
+  recons = np.concatenate([recons, blank]).reshape(originals.shape)
+  interleaved = np.stack([originals, recons], axis=1).reshape(-1, *originals.shape[2:])
+  return _save_grid(_tile(interleaved, per_row, 1, 1.0), path, title)
+
+
+def latent_manifold(
+    decode_mean_fn: Callable, path, n: int = 20, image_shape=(28, 28, 1), title=None
+):
+  """Decoded means over a grid in a 2-D latent space (Kingma & Welling 2013, Fig. 4).
+
+  z runs over standard-normal quantiles norm.ppf(linspace(0.05, 0.95, n)) on both axes: z1 grows
+  left to right, z2 bottom to top. decode_mean_fn: z [n*n, 2] -> images [n*n, *image_shape]
+  (or flattened [n*n, prod(image_shape)]), values in [0, 1].
+  """
+  q = norm.ppf(np.linspace(0.05, 0.95, n)).astype(np.float32)
+  z1, z2 = np.meshgrid(q, q[::-1])  # row 0 is the top of the picture, i.e. the largest z2
+  z = np.stack([z1.ravel(), z2.ravel()], axis=-1)
+  images = np.asarray(decode_mean_fn(z))
+  if images.size != n * n * math.prod(image_shape):
+    raise ValueError(
+        f"decode_mean_fn returned shape {images.shape}; expected [{n * n}, *{tuple(image_shape)}]"
+    )
+  images = _check_images(images.reshape(n * n, *image_shape), "decoded means")
+  title = title or f"decoded means, z on a {n}x{n} grid of N(0,1) quantiles 0.05..0.95"
+  # No padding: the point of the figure is the continuity between neighbouring cells.
+  return _save_grid(_tile(images, n, 0, 0.0), path, title)
+
+
+def training_curves(records: Sequence[dict], path, title=None):
+  """ELBO against step for training and validation, plus its terms in a second panel if logged.
+
+  records: the dicts of metrics.jsonl ({"step": int, name: float}). Panel 1: "train/elbo" and
+  "eval/elbo". Panel 2: every "<split>/kl" and "<split>/log_px_given_z" present (the names
+  `objectives` gives the two ELBO terms). Absent keys are skipped.
+  """
+  elbo_keys = {"train/elbo": "train", "eval/elbo": "validation"}
+  term_keys = {
+      f"{split}/{term}": f"{label} {term_name}"
+      for split, label in (("train", "train"), ("eval", "validation"))
+      for term, term_name in (("kl", "KL(q||p)"), ("log_px_given_z", "E_q log p(x|z)"))
+  }
+  present = {k for r in records for k in r}
+  panels = [elbo_keys] + ([term_keys] if present & term_keys.keys() else [])
+  fig = Figure(figsize=(7, 3.2 * len(panels)), dpi=_DPI, layout="constrained")
+  axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+  for ax, keys, ylabel in zip(axes, panels, ("ELBO (nats)", "ELBO terms (nats)")):
+    plotted = []
+    for key, label in keys.items():
+      steps, values = _series(records, key)
+      if len(steps):
+        ax.plot(steps, values, label=label, marker="o" if len(steps) < 30 else None, markersize=3)
+        plotted.append(values)
+    if plotted:
+      # The first few steps sit hundreds of nats below the rest and would flatten every curve; the
+      # y range starts at the 5% quantile instead (those points run off the bottom).
+      values = np.concatenate(plotted)
+      low, high = np.quantile(values, 0.05), values.max()
+      margin = 0.05 * (high - low) or 1.0
+      ax.set_ylim(low - margin, high + margin)
+      ax.legend(loc="best", fontsize="small")
+    else:
+      ax.text(0.5, 0.5, "no ELBO values logged", ha="center", va="center", transform=ax.transAxes)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+  axes[-1].set_xlabel("step")
+  if title:
+    fig.suptitle(title)
+  return _save(fig, path)
+
+
+def results_plot(
+    rows: Sequence[dict],
+    x_key: str,
+    y_key: str,
+    path,
+    group_key: str | None = None,
+    std_key: str | None = None,
+    title: str | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    logx: bool = False,
+):
+  """One line per value of `group_key` of `y_key` against `x_key`, with ±`std_key` error bars.
+
+  rows: flat dicts, e.g. one per (config, seed) summary. Rows lacking x_key or y_key are skipped;
+  numeric x values are sorted within a group, other x values are plotted as categories in order.
+  """
+  groups: dict[str, list[dict]] = {}
+  for row in rows:
+    if x_key in row and y_key in row:
+      groups.setdefault(str(row.get(group_key)) if group_key else y_key, []).append(row)
+  fig = Figure(figsize=(6, 4), dpi=_DPI, layout="constrained")
+  ax = fig.add_subplot()
+  for name, members in groups.items():
+    if all(isinstance(r[x_key], numbers.Real) for r in members):
+      members = sorted(members, key=lambda r: r[x_key])
+    x = [r[x_key] for r in members]
+    y = [float(r[y_key]) for r in members]
+    yerr = [float(r.get(std_key, 0.0)) for r in members] if std_key else None
+    ax.errorbar(x, y, yerr=yerr, label=name, marker="o", capsize=3)
+  if logx:
+    ax.set_xscale("log")
+  ax.set_xlabel(xlabel or x_key)
+  ax.set_ylabel(ylabel or y_key)
+  if group_key and groups:
+    ax.legend(title=group_key, fontsize="small")
+  if title:
+    ax.set_title(title)
+  ax.grid(alpha=0.3)
+  return _save(fig, path)
+
+
+def _check_images(images, name):
+  """Returns images as float32 [N, H, W, C] clipped to [0, 1]; rejects other layouts."""
+  images = np.asarray(images, dtype=np.float32)
+  if images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) == 0:
+    raise ValueError(f"{name} must be [N, H, W, C] with N >= 1 and C in {{1, 3}}, got {images.shape}")
+  return np.clip(np.nan_to_num(images, nan=0.0), 0.0, 1.0)
+
+
+def _tile(images, ncol, pad, pad_value):
+  """images [N, H, W, C] -> one array [rows*(H+pad)+pad, ncol*(W+pad)+pad, C], row-major."""
+  n, h, w, c = images.shape
+  nrows = math.ceil(n / ncol)
+  grid = np.full((nrows * (h + pad) + pad, ncol * (w + pad) + pad, c), pad_value, np.float32)
+  for i, image in enumerate(images):
+    top, left = pad + (i // ncol) * (h + pad), pad + (i % ncol) * (w + pad)
+    grid[top:top + h, left:left + w] = image
+  return grid
+
+
+def _save_grid(grid, path, title):
+  """Saves a tiled image at an integer upscale (crisp pixels), with an optional title strip."""
+  h, w, c = grid.shape
+  scale = max(1, _GRID_PIXELS // max(h, w))
+  title_px = 30 if title else 0
+  fig_h = h * scale + title_px
+  fig = Figure(figsize=(w * scale / _DPI, fig_h / _DPI), dpi=_DPI)
+  ax = fig.add_axes((0, 0, 1, h * scale / fig_h))
+  ax.imshow(grid[..., 0] if c == 1 else grid, cmap="gray", vmin=0.0, vmax=1.0,
+            interpolation="nearest")
+  ax.set_axis_off()
+  if title:
+    fig.text(0.5, 1 - 0.5 * title_px / fig_h, title, ha="center", va="center", fontsize=9)
+  return _save(fig, path)
+
+
+def _series(records, key):
+  """Steps and finite values of `key` across the records that logged it."""
+  pairs = [(r["step"], r[key]) for r in records if key in r and math.isfinite(r[key])]
+  return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+
+def _save(fig, path):
+  path = os.fspath(path)
+  with atomic_writer(path, "wb") as f:
+    fig.savefig(f, format="png", dpi=_DPI)
+  return path

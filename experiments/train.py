@@ -1,0 +1,29 @@
+r"""Trains a VAE from a config and evaluates it on the test set.
+
+  python -m experiments.train --config=configs/digits_vae.py --workdir=runs/digits
+  python -m experiments.train --config=configs/mnist_vae.py --workdir=runs/mnist \
+      --config.data.path=../shared/data/mnist.pkl.gz --config.prior.name=vamp
+
+Running again with the same --workdir resumes an interrupted run.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import cli
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  from elbo_jax.train import train_and_evaluate
+
+  results = cli.run_or_exit(train_and_evaluate, _CONFIG.value, _WORKDIR.value)
+  cli.print_results(results, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
