@@ -7,7 +7,11 @@ from elbo_jax.registry import ConfigError
 
 def run_or_exit(fn, *args):
   """Calls fn(*args); a ConfigError or a non-finite stop exits with its one-line message."""
+  from absl import logging
+
   from elbo_jax.train import NonFiniteError
+
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO level
 
   try:
     return fn(*args)

@@ -54,6 +54,9 @@ def gap_path(key, D=2, P=5, num_points=101):
   return {"t": t, "log_px": log_px, "elbo": elbo, "kl": kl, "s": s}
 
 
+gap_path = jax.jit(gap_path, static_argnames=("D", "P", "num_points"))
+
+
 def run(out, seed=0):
   """Computes the path, prints the table, writes the figure to `out`. Returns `gap_path`'s dict."""
   path = gap_path(jax.random.PRNGKey(seed))

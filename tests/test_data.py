@@ -3,6 +3,7 @@
 import gzip
 import io
 import pickle
+import tempfile
 import time
 
 import jax
@@ -11,6 +12,12 @@ import pytest
 
 from elbo_jax import data
 from elbo_jax.registry import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _tempdir_in_tmp_path(monkeypatch, tmp_path):
+  # TFDS leaves an empty mkdtemp() directory behind for every builder of unprepared data.
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 def _config(**fields):
@@ -210,11 +217,12 @@ def test_config_mistakes_are_config_errors():
 
 
 def test_missing_tfds_data_fails_fast_and_names_local_option(tmp_path):
+  data_dir = tmp_path / "tfds"
   start = time.monotonic()
-  message = _assert_one_line_error("no prepared TFDS data", name="mnist", data_dir=str(tmp_path))
+  message = _assert_one_line_error("no prepared TFDS data", name="mnist", data_dir=str(data_dir))
   assert time.monotonic() - start < 10
   assert "data.source='local'" in message and "data.download=True" in message
-  assert not any(tmp_path.iterdir())  # nothing half-written
+  assert not data_dir.exists()  # nothing half-written
 
 
 def _prepare_fake_tfds(data_dir, class_name, version, splits):
@@ -232,10 +240,8 @@ def _prepare_fake_tfds(data_dir, class_name, version, splits):
     return buffer.getvalue()
 
   def info(self):
-    shape = next(iter(splits.values())).shape[1:]
-    return tfds.core.DatasetInfo(
-        builder=self, features=tfds.features.FeaturesDict({"image": tfds.features.Image(shape=shape)})
-    )
+    features = {"image": tfds.features.Image(shape=next(iter(splits.values())).shape[1:])}
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
 
   def generate(self, split):
     for i, x in enumerate(splits[split]):

@@ -1,0 +1,155 @@
+"""The training loop: it learns, resumes bitwise after SIGKILL, stops on NaN, refuses bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from elbo_jax import io
+from elbo_jax.registry import ConfigError
+from elbo_jax.train import NonFiniteError, train_and_evaluate
+from tests.conftest import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_training_raises_the_validation_elbo_and_writes_results_and_figures(tmp_path):
+  results = train_and_evaluate(tiny_config(**{"training.num_epochs": 6}), str(tmp_path))
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  evals = [r["eval/elbo"] for r in records if "eval/elbo" in r]
+  assert len(evals) == 6 and evals[-1] > evals[0] + 5
+  test = json.load(open(tmp_path / "results.json"))["test"]
+  assert test == json.loads(json.dumps(results["test"]))
+  assert test["log_likelihood"] >= test["elbo"] - 0.5  # the K-sample bound is the tighter one
+  for name in ("samples.png", "reconstructions.png", "training_curves.png", "config.json",
+               "run_info.json"):
+    assert os.path.getsize(tmp_path / name) > 0
+  info = json.load(open(tmp_path / "run_info.json"))
+  assert info["seed"] == 0 and info["packages"]["jax"] and "git_commit" in info
+  assert results["data"]["preprocessing"] == "dynamic_binarization"
+
+
+def test_two_dimensional_latents_get_a_manifold_plot(tmp_path):
+  results = train_and_evaluate(tiny_config(**{"model.latent_dim": 2,
+                                              "training.num_epochs": 1}), str(tmp_path))
+  assert results["figures"]["latent_manifold"] == "latent_manifold.png"
+
+
+def _train_cmd(workdir, epochs):
+  return [sys.executable, "-m", "experiments.train", "--config=tests/tiny_config.py",
+          f"--workdir={workdir}", f"--config.training.num_epochs={epochs}"]
+
+
+def _final_state(workdir):
+  import orbax.checkpoint as ocp
+  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  step = manager.latest_step()
+  return step, manager.restore(step, args=ocp.args.StandardRestore())
+
+
+def _train_metrics(workdir):
+  records = io.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  return [{k: v for k, v in r.items() if k != "train/steps_per_sec"} for r in records]
+
+
+def test_a_run_killed_with_sigkill_resumes_to_bitwise_identical_parameters(tmp_path):
+  epochs = 12
+  straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+  subprocess.run(_train_cmd(straight, epochs), cwd=REPO, check=True, capture_output=True)
+  proc = subprocess.Popen(_train_cmd(killed, epochs), cwd=REPO, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  checkpoints = os.path.join(killed, "checkpoints")
+  deadline = time.time() + 120
+  # Kill once a checkpoint exists and the run is still going: mid-training, maybe mid-save.
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints)):
+      proc.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.05)
+  assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+  subprocess.run(_train_cmd(killed, epochs), cwd=REPO, check=True, capture_output=True)
+  (step_a, state_a), (step_b, state_b) = _final_state(straight), _final_state(killed)
+  assert step_a == step_b
+  import jax
+  for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+    np.testing.assert_array_equal(a, b)
+  assert _train_metrics(straight) == _train_metrics(killed)
+  ra, rb = (json.load(open(os.path.join(d, "results.json")))["test"] for d in (straight, killed))
+  assert ra["log_likelihood"] == rb["log_likelihood"] and ra["elbo"] == rb["elbo"]
+
+
+def test_a_half_written_checkpoint_is_never_read_back(tmp_path):
+  workdir = str(tmp_path)
+  train_and_evaluate(tiny_config(**{"training.num_epochs": 1}), workdir)
+  step, _ = _final_state(workdir)
+  # What a kill mid-save leaves: orbax's temporary directory for a later step, never renamed.
+  partial = os.path.join(workdir, "checkpoints", f"{step + 10}.orbax-checkpoint-tmp")
+  os.makedirs(os.path.join(partial, "default"))
+  open(os.path.join(partial, "default", "garbage"), "w").write("half")
+  results = train_and_evaluate(tiny_config(**{"training.num_epochs": 1}), workdir)
+  assert _final_state(workdir)[0] == step and results["test"]["num_examples"] == 30
+
+
+def test_evaluate_reproduces_results_json_from_the_workdir(tmp_path):
+  from elbo_jax.train import evaluate_workdir
+  first = train_and_evaluate(tiny_config(**{"training.num_epochs": 1}), str(tmp_path))
+  again = evaluate_workdir(str(tmp_path))
+  for key in ("log_likelihood", "elbo", "kl", "active_units"):
+    assert first["test"][key] == again["test"][key]
+
+
+def test_a_workdir_holding_a_different_config_is_refused(tmp_path):
+  train_and_evaluate(tiny_config(**{"training.num_epochs": 1}), str(tmp_path))
+  with pytest.raises(ConfigError, match=r"different config \(differs in: prior.name\)"):
+    train_and_evaluate(tiny_config(**{"training.num_epochs": 1, "prior.name": "mog"}),
+                       str(tmp_path))
+
+
+def _nan_config(policy):
+  # A fixed Gaussian standard deviation of 1e-30 makes (x - mean)^2 / s^2 overflow at step 1.
+  return tiny_config(**{"likelihood.name": "gaussian", "likelihood.variance": "fixed",
+                        "likelihood.scale": 1e-30, "data.preprocessing": "float",
+                        "training.on_nonfinite": policy, "training.num_epochs": 1})
+
+
+def test_a_nonfinite_loss_stops_the_run_naming_the_step_and_term(tmp_path):
+  with pytest.raises(NonFiniteError, match=r"non-finite log_px_given_z.* at step 1;"):
+    train_and_evaluate(_nan_config("stop"), str(tmp_path))
+  assert not [n for n in os.listdir(tmp_path / "checkpoints") if n.isdigit()]
+
+
+def test_nonfinite_steps_can_be_skipped_instead(tmp_path):
+  train_and_evaluate(_nan_config("skip"), str(tmp_path))
+  records = io.read_jsonl(tmp_path / "metrics.jsonl")
+  assert records[-1]["train/skipped_steps"] == records[-1]["step"] > 0
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"prior.name": "vampire"}, "prior.name='vampire' is not known; allowed values: "),
+    ({"likelihood.name": "poisson"}, "likelihood.name='poisson' is not known"),
+    ({"posterior.name": "nf"}, "posterior.name='nf' is not known"),
+    ({"objective.name": "vi"}, "objective.name='vi' is not known"),
+    ({"data.name": "imagenet"}, "data.name='imagenet' is not known"),
+    ({"model.latent_dim": 0}, "model.latent_dim=0 must be a positive integer"),
+    ({"objective.num_samples": -5}, "objective.num_samples=-5 must be a positive integer"),
+    ({"training.batch_size": 2.5}, "training.batch_size=2.5 must be a positive integer"),
+    ({"likelihood.name": "categorical"}, "likelihood.name='categorical'"),
+    ({"accelerator.platform": "tpu"}, "accelerator.platform='tpu' is not present"),
+])
+def test_bad_input_is_a_one_line_error_naming_the_field(tmp_path, override, message):
+  with pytest.raises(ConfigError) as error:
+    train_and_evaluate(tiny_config(**override), str(tmp_path))
+  assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_script_reports_bad_input_without_a_stack_trace(tmp_path):
+  out = subprocess.run(_train_cmd(str(tmp_path), 1) + ["--config.prior.name=vampire"], cwd=REPO,
+                       capture_output=True, text=True)
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines()[-1].startswith("error: prior.name='vampire' is not known")
+  assert "Traceback" not in out.stderr
