@@ -87,7 +87,7 @@ def build_model(config, dataset):
   """The protocol model for `config` on `dataset` (checks that the likelihood fits the data)."""
   data_shape = tuple(dataset.shape)
   likelihood = build_likelihood(config, data_shape)
-  data_lib.check_compatible(dataset, likelihood.data_kind)
+  data_lib.check_compatible(dataset, likelihood.data_kind, config.likelihood.name)
   m = config.model
   if m.name not in ENCODER_DECODER_MODELS:
     if config.prior.name != "standard_normal" or config.posterior.name != "diagonal_gaussian":

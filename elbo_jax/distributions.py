@@ -69,8 +69,8 @@ def kl_tril_normal_diag_normal(mean, scale_tril, prior_mean, prior_log_scale):
   return 0.5 * (trace + maha - mean.shape[-1] + log_det_p - log_det_q)
 
 
-# Likelihood terms p(x|z), elementwise. Decoders emit unconstrained logits, so each function below is
-# written in logit space and stays finite, with finite gradients, for logits as large as +-1e4.
+# Likelihood terms p(x|z), elementwise. Decoders emit unconstrained logits, so each function below
+# is written in logit space and stays finite, with finite gradients, for logits as large as +-1e4.
 
 
 def bernoulli_log_prob(x, logits):
@@ -180,9 +180,10 @@ def discretized_logistic_mixture_log_prob(x, logit_probs, means, log_scales):
 
 
 def categorical_log_prob(x, logits):
-  """log softmax(logits)[x]. x: [...] integer classes, logits: [..., K] (broadcasting); returns [...]."""
+  """log softmax(logits)[x]. x: [...] integer classes, logits: [..., K] (broadcasting) -> [...]."""
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   x = jnp.asarray(x, jnp.int32)
   batch_shape = jnp.broadcast_shapes(x.shape, log_probs.shape[:-1])
   log_probs = jnp.broadcast_to(log_probs, (*batch_shape, log_probs.shape[-1]))
-  return jnp.take_along_axis(log_probs, jnp.broadcast_to(x, batch_shape)[..., None], axis=-1)[..., 0]
+  x = jnp.broadcast_to(x, batch_shape)[..., None]
+  return jnp.take_along_axis(log_probs, x, axis=-1)[..., 0]

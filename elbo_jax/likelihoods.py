@@ -10,7 +10,7 @@ Interface (the VAE in `elbo_jax.vae` relies on it), for `event_shape` = the shap
   log_prob(raw, x) -> [...]        raw: [..., *param_shape], x: [..., *event_shape] (broadcasts);
                                    log p(x|z) in nats, summed over the event dimensions
   mean(raw), sample(key, raw)      -> [..., *event_shape], float32
-  data_kind                        "unit_interval" (x in [0, 1]), "real", or "uint8" (integers 0..255)
+  data_kind                        "unit_interval" (x in [0, 1]), "real", or "uint8" (0..255)
   reports_bits_per_dim             True where log p is a probability of discrete 8-bit data
 """
 
@@ -181,7 +181,8 @@ class DiscretizedLogisticMixture(_Likelihood):
     return params[..., 0, :], params[..., 1, :], params[..., 2, :]
 
   def log_prob(self, raw, x):
-    return self._sum_event(distributions.discretized_logistic_mixture_log_prob(x, *self._split(raw)))
+    log_probs = distributions.discretized_logistic_mixture_log_prob(x, *self._split(raw))
+    return self._sum_event(log_probs)
 
   def mean(self, raw):
     """Mean of the continuous mixture clipped to [-1, 1], as levels in [0, 255] (float32).
@@ -214,7 +215,9 @@ class DiscretizedLogisticMixture(_Likelihood):
 
 @LIKELIHOODS.register("categorical")
 class Categorical(_Likelihood):
-  """A free 256-way categorical per element; raw: [..., *event_shape[:-1], C * 256], read as [C, 256].
+  """A free 256-way categorical per element.
+
+  raw: [..., *event_shape[:-1], C * 256], its last axis read as [C, 256] logits.
 
   x: integers 0..255. mean/sample are in [0, 255] (float32).
   """

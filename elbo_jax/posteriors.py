@@ -12,7 +12,7 @@ Interface (one example; D latents, S samples, H encoder features):
                                        density minus the summed log|det J| of the flow steps)
   reparameterize(q, eps [S, D]) -> z, log_q
                                        the same map from given standard-normal noise
-  log_prob(z [..., D], q) -> [...]     Gaussian families only; q's leading dims broadcast against z's
+  log_prob(z [..., D], q) -> [...]     Gaussian families only; q's leading dims broadcast with z's
   family                               "diagonal", "full" or "flow"
 
 Every log-scale (and the full family's log-diagonal) passes through `bound_log_scale`, a smooth clip
@@ -42,7 +42,7 @@ def bound_log_scale(raw):
   exp(4 * 10) (float32 overflows past exp(88)). The lower end also matters for estimators that
   re-evaluate log q at sampled z (STL, DReG, the VampPrior): z - mean loses about 1e-7 relative
   precision in float32, and dividing that by a scale of exp(-20) would give noise of order 10 in
-  the standardised residual; at exp(-10) it is below 1e-2 for |mean| up to about 10.
+  the standardised residual; at exp(-10) it is about 1e-2 for |mean| up to about 10.
   Why tanh rather than a hard clip: a hard clip has zero gradient outside the range, so a saturated
   encoder head would never recover; tanh is the identity to first order near 0.
   """

@@ -137,7 +137,7 @@ def test_nonfinite_steps_can_be_skipped_instead(tmp_path):
     ({"data.name": "imagenet"}, "data.name='imagenet' is not known"),
     ({"model.latent_dim": 0}, "model.latent_dim=0 must be a positive integer"),
     ({"objective.num_samples": -5}, "objective.num_samples=-5 must be a positive integer"),
-    ({"training.batch_size": 2.5}, "training.batch_size=2.5 must be a positive integer"),
+    ({"training.batch_size": 0}, "training.batch_size=0 must be a positive integer"),
     ({"likelihood.name": "categorical"}, "likelihood.name='categorical'"),
     ({"accelerator.platform": "tpu"}, "accelerator.platform='tpu' is not present"),
 ])
