@@ -46,4 +46,5 @@ def make_optimizer(cfg, steps_per_epoch: int, total_steps: int) -> optax.Gradien
     raise ConfigError(f"optimizer.learning_rate={cfg.learning_rate!r} must be positive")
   schedule = SCHEDULES.get(cfg.schedule)(cfg, steps_per_epoch, total_steps)
   chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
+  # One flat parameter vector: a few large elementwise updates instead of one per array.
   return optax.chain(*chain, OPTIMIZERS.get(cfg.name)(cfg, schedule))

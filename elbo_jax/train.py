@@ -56,13 +56,14 @@ def create_train_state(model, optimizer, example, key) -> TrainState:
                     opt_state=optimizer.init(params), num_skipped=jnp.zeros((), jnp.int32))
 
 
-def nonfinite_flags(terms: dict, grads) -> jax.Array:
-  """[len(WATCHED_TERMS)] booleans: which watched quantities hold a NaN or an infinity."""
-  def bad(tree):
-    return jnp.any(jnp.stack([~jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
-  present = dict(terms, gradients=grads)
-  return jnp.stack([bad(present[name]) if name in present else jnp.asarray(False)
-                    for name in WATCHED_TERMS])
+def nonfinite_flags(terms: dict, grad_norm) -> jax.Array:
+  """[len(WATCHED_TERMS)] booleans: which watched quantities hold a NaN or an infinity.
+
+  The gradients are judged by their global norm, which is non-finite iff some entry is.
+  """
+  present = dict(terms, gradients=grad_norm)
+  return jnp.stack([~jnp.all(jnp.isfinite(present[name])) if name in present
+                    else jnp.asarray(False) for name in WATCHED_TERMS])
 
 
 def make_train_step(per_example, optimizer, beta_fn, free_bits, dynamic_binarization, mesh):
@@ -84,19 +85,23 @@ def make_train_step(per_example, optimizer, beta_fn, free_bits, dynamic_binariza
       return objectives.reduce_loss(terms, beta, free_bits), terms
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    flags = nonfinite_flags(terms, grads)
-    ok = ~jnp.any(flags)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.global_norm(grads)
+    flags = nonfinite_flags(terms, grad_norm)
+
+    def update(state):
+      updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+      return state.replace(params=optax.apply_updates(state.params, updates),
+                           opt_state=opt_state)
+
     # A non-finite step leaves the state untouched; the caller stops or counts it as skipped.
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-    new_state = TrainState(step=state.step + 1, params=keep(params, state.params),
-                           opt_state=keep(opt_state, state.opt_state),
-                           num_skipped=state.num_skipped + (~ok).astype(jnp.int32))
+    skip = jnp.any(flags)
+    new_state = jax.lax.cond(skip, lambda s: s, update, state)
+    new_state = new_state.replace(step=state.step + 1,
+                                  num_skipped=state.num_skipped + skip.astype(jnp.int32))
     metrics = {
         "loss": loss, "elbo": terms["elbo"].mean(), "bound": terms["bound"].mean(),
         "log_px_given_z": terms["log_px_given_z"].mean(), "kl": terms["kl"].mean(),
-        "beta": beta, "grad_norm": optax.global_norm(grads), "nonfinite": flags,
+        "beta": beta, "grad_norm": grad_norm, "nonfinite": flags,
     }
     return new_state, metrics
 
