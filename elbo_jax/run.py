@@ -59,7 +59,7 @@ def config_differences(a: dict, b: dict) -> list[str]:
 
 def git_commit() -> str:
   try:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False,
                          cwd=os.path.dirname(os.path.abspath(__file__)))
     return out.stdout.strip() or "unknown"
   except (OSError, subprocess.TimeoutExpired):

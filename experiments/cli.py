@@ -24,12 +24,12 @@ def print_results(results: dict, workdir: str) -> None:
   test = results["test"]
   k = test["num_importance_samples"]
   lines = [
-      f"data: {results['data'].get('name')} ({results['data'].get('preprocessing')}, "
-      f"split {results['data'].get('split')}), {test['num_examples']} test examples",
+      (f"data: {results['data'].get('name')} ({results['data'].get('preprocessing')}, "
+       f"split {results['data'].get('split')}), {test['num_examples']} test examples"),
       f"test log-likelihood (K={k}): {test['log_likelihood']:.2f} nats"
       + (f" +- {test[f'nll_k{k}_std']:.2f}" if test[f"nll_k{k}_std"] else ""),
-      f"test ELBO: {test['elbo']:.2f} = {test['log_px_given_z']:.2f} (reconstruction) "
-      f"- {test['kl']:.2f} (KL)",
+      (f"test ELBO: {test['elbo']:.2f} = {test['log_px_given_z']:.2f} (reconstruction) "
+       f"- {test['kl']:.2f} (KL)"),
       f"active units: {test['active_units']} of {test['latent_dim']}",
   ]
   if "bpd" in test:
