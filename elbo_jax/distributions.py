@@ -1,8 +1,10 @@
 """Log-densities and KL divergences as small pure functions (no Flax, no state).
 
-Chosen: hand-written jax.numpy. distrax breaks on JAX upgrades through its TFP-on-JAX dependency
-and has no autoregressive bijector; TFP's JAX substrate is heavy. These functions are a few lines
-each, run inside jit at no cost, and are checked in tests/ against scipy.stats and closed forms.
+Chosen: hand-written jax.numpy. Tried against the JAX we run (0.10.2): tensorflow-probability
+0.25.0's JAX substrate fails at import (AttributeError: jax.interpreters.xla has no
+pytype_aval_mappings), and distrax sits on that substrate and has no autoregressive bijector.
+These functions are a few lines each, run inside jit at no cost, and are checked in tests/
+against scipy.stats and closed forms.
 Conventions: the last axis is the event axis for vectors; leading axes broadcast.
 """
 
