@@ -77,6 +77,7 @@ def test_elbo_gap_png_written(gap):
   assert out.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module,extra", [("kl_direction", ["--num_inits=3"]), ("elbo_gap", [])])
 def test_script_entry_point(module, extra, tmp_path):
   out = tmp_path / f"{module}.png"

@@ -205,6 +205,7 @@ def test_dreg_keeps_the_iwae_gradient_for_the_generative_parameters(setup):
                grads["reparam"]["params"]["decoder"], grads["dreg"]["params"]["decoder"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator,k", [("stl", 1), ("dreg", 3)])
 def test_stl_and_dreg_encoder_gradients_are_unbiased(setup, estimator, k):
   """E[estimator] = E[reparam] gradient of the bound over many draws: STL for K = 1 (it is
