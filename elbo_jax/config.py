@@ -76,7 +76,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.num_samples = 5000         # K of the importance-sampled test log-likelihood
   c.eval.chunk_size = 500
-  c.eval.batch_size = 100
+  c.eval.batch_size = 20            # examples per jitted call; x chunk_size rows in flight
   c.eval.repeats = 1
   c.eval.num_test = 0               # evaluate the first N test examples; 0 = all
   c.eval.elbo_samples = 10

@@ -75,22 +75,13 @@ def kl_tril_normal_diag_normal(mean, scale_tril, prior_mean, prior_log_scale):
 # is written in logit space and stays finite, with finite gradients, for logits as large as +-1e4.
 
 
-def softplus(x):
-  """log(1 + exp(x)), stable for any x; elementwise.
-
-  Written out because XLA:CPU runs this form about 4x faster than jax.nn.softplus (a logaddexp),
-  and it is the inner loop of every Bernoulli likelihood: 784 of them per sample of z.
-  """
-  return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
-
-
 def bernoulli_log_prob(x, logits):
   """log p(x) = x log(lambda) + (1 - x) log(1 - lambda), lambda = sigmoid(logits).
 
   x, logits: [...] (broadcasting), x in [0, 1]; a non-binary x gives the negative cross-entropy.
   """
   # log(lambda) = logits - softplus(logits) and log(1 - lambda) = -softplus(logits).
-  return x * logits - softplus(logits)
+  return x * logits - jax.nn.softplus(logits)
 
 
 # Below this |logits| the continuous Bernoulli's closed forms are 0/0-like and lose accuracy to
@@ -179,13 +170,13 @@ def discretized_logistic_mixture_log_prob(x, logit_probs, means, log_scales):
   minus = inv_scale * (centered - 1.0 / 255.0)
   log_bin = (
       jax.nn.log_sigmoid(minus)
-      - softplus(plus)
+      - jax.nn.softplus(plus)
       + _log_expm1(math.log(2.0 / 255.0) - log_scales)
   )
   log_component = jnp.where(
       level < 0.5,
       jax.nn.log_sigmoid(plus),  # log P(y <= first bin edge)
-      jnp.where(level > 254.5, -softplus(minus), log_bin),  # log P(y > last bin edge)
+      jnp.where(level > 254.5, -jax.nn.softplus(minus), log_bin),  # log P(y > last bin edge)
   )
   return jax.nn.logsumexp(jax.nn.log_softmax(logit_probs, axis=-1) + log_component, axis=-1)
 

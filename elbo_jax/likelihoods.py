@@ -69,7 +69,9 @@ class Bernoulli(_Likelihood):
   data_kind = "unit_interval"
 
   def log_prob(self, raw, x):
-    return self._sum_event(distributions.bernoulli_log_prob(x, raw))
+    # Equal to summing distributions.bernoulli_log_prob, but as two separate reductions, which
+    # XLA:CPU runs ~1.5x faster on the [samples, pixels] logits of evaluation (scripts/bench.py).
+    return self._sum_event(x * raw) - self._sum_event(jax.nn.softplus(raw))
 
   def mean(self, raw):
     return jax.nn.sigmoid(raw)
