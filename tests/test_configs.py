@@ -37,6 +37,7 @@ def test_config_takes_a_training_step(tmp_path, name):
     if name != "digits_vae":
       config.data.source = "local"
       config.data.path = _synthetic_npz(tmp_path, shape)
+      config.data.validation_size = 20
     config.training.batch_size = 20
     if config.prior.name == "vamp":
       config.prior.num_pseudo_inputs = 10
