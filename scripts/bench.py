@@ -24,7 +24,10 @@ from elbo_jax.build import build_model
 from elbo_jax.optim import make_optimizer
 
 _DATA_PATH = flags.DEFINE_string("data_path", "", "mnist.pkl.gz; '' = synthetic data.")
-_STEPS = flags.DEFINE_integer("steps", 596, "Training steps timed (one epoch of 59,600 / 100).")
+_STEPS = flags.DEFINE_integer("steps", 298, "Steps per jitted chunk, as configs/mnist_vae.py.")
+_WARMUP = flags.DEFINE_integer("warmup_chunks", 3, "Untimed chunks: a fresh process runs its first "
+                               "seconds at about half speed (page faults, thread start-up).")
+_TIMED = flags.DEFINE_integer("timed_chunks", 5, "Timed chunks; the median is reported.")
 _EVAL_EXAMPLES = flags.DEFINE_integer("eval_examples", 1000, "Test images for the K=5000 timing.")
 _EVAL_K = flags.DEFINE_integer("eval_k", 5000, "Importance samples per test image.")
 
@@ -78,10 +81,16 @@ def main(argv):
   state, _ = chunk(state, data, perm, 0, steps)
   jax.block_until_ready(state)
   first = time.perf_counter() - tic
-  tic = time.perf_counter()
-  state, _ = chunk(state, data, perm, 0, steps)
+  for _ in range(_WARMUP.value - 1):
+    state, _ = chunk(state, data, perm, 0, steps)
   jax.block_until_ready(state)
-  seconds = time.perf_counter() - tic
+  times = []
+  for _ in range(_TIMED.value):
+    tic = time.perf_counter()
+    state, _ = chunk(state, data, perm, 0, steps)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - tic)
+  seconds = float(np.median(times))
   examples_per_s = steps * batch / seconds
   peak = gemm_peak_gflops()
   sizes = [784, 200, 200, 100, 200, 200, 784]  # encoder, mean+scale heads, decoder
@@ -97,7 +106,9 @@ def main(argv):
   eval_seconds = time.perf_counter() - tic
 
   print(f"devices: {jax.devices()}")
-  print(f"train: {examples_per_s:,.0f} examples/s (batch {batch}, {steps} steps in one scan)")
+  print(f"train: {examples_per_s:,.0f} examples/s, median of {len(times)} chunks after "
+        f"{_WARMUP.value} warm-up chunks (batch {batch}, {steps} steps per lax.scan); "
+        f"range {steps * batch / max(times):,.0f}-{steps * batch / min(times):,.0f}")
   print(f"compile + first chunk: {first:.1f} s; steady chunk: {seconds:.2f} s")
   print(f"GEMM peak (2048^3 float32 matmul, this process): {peak:.1f} GFLOP/s; "
         f"training reaches {achieved:.1f} GFLOP/s = {achieved / peak:.0%} of it "
