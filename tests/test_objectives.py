@@ -249,3 +249,28 @@ def test_flow_posteriors_refuse_estimators_that_need_their_density():
     ej.iwae(vae, estimator="dreg")
   with pytest.raises(ej.ConfigError, match="objective.kl='analytic'"):
     ej.elbo(vae, kl="analytic")
+
+
+@pytest.mark.parametrize("posterior_name", ["diagonal_gaussian", "full_gaussian", "iaf"])
+def test_objectives_stay_finite_for_extreme_network_outputs(posterior_name):
+  """Weights scaled by 1e4 drive encoder log-scales far past +-50 and decoder logits past +-1e4."""
+  from elbo_jax.likelihoods import Bernoulli
+  from elbo_jax.models import MLPDecoder, MLPEncoder
+  from elbo_jax.posteriors import POSTERIORS
+
+  vae = ej.VAE(encoder=MLPEncoder(data_shape=(6,), hidden=(8,)),
+               decoder=MLPDecoder(out_shape=(6,), hidden=(8,)),
+               likelihood=Bernoulli(event_shape=(6,)), prior=StandardNormal(latent_dim=3),
+               posterior=POSTERIORS.get(posterior_name)(latent_dim=3))
+  x = jnp.array([0.0, 1.0, 1.0, 0.0, 1.0, 0.0])
+  params = vae.init(jax.random.key(0), x, jax.random.key(1))
+  extreme = jax.tree.map(lambda a: a * 1e4, params)
+  objectives_ = [ej.elbo(vae), ej.iwae(vae, num_samples=4)]
+  if posterior_name != "iaf":
+    objectives_.append(ej.iwae(vae, num_samples=4, estimator="dreg"))
+  for f in objectives_:
+    terms = f(extreme, x, jax.random.key(2))
+    grads = jax.grad(lambda p: f(p, x, jax.random.key(2))["loss"])(extreme)
+    for name, value in terms.items():
+      assert np.all(np.isfinite(value)), (posterior_name, name)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads)), posterior_name
