@@ -119,15 +119,13 @@ class Run:
 
   def restore(self, state):
     """The latest complete checkpoint restored into `state`'s structure, or `state` if none."""
-    step = self.manager.latest_step()
+    step, restored = restore_latest(self.manager, state)
     if step is None:
       return state
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
     # Metrics logged after that checkpoint will be logged again by the resumed run.
     kept = [r for r in read_metrics(self.workdir) if r["step"] <= step]
     io.write_text_atomic(self.writer.metrics_path, "".join(io.json_line(r) for r in kept))
-    return state
+    return restored
 
   def save(self, state):
     step = int(state.step)
@@ -143,14 +141,25 @@ class Run:
     self.manager.close()
 
 
+def restore_latest(manager, state):
+  """(step, restored state) of the manager's latest complete checkpoint, or (None, None).
+
+  `state` (arrays or shape structs) gives the structure, shapes and dtypes to restore into.
+  """
+  step = manager.latest_step()
+  if step is None:
+    return None, None
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  return step, manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
 def restore_params(workdir: str, state):
   """The parameters of the latest checkpoint in `workdir`, restored into `state`'s structure."""
   manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
-  step = manager.latest_step()
+  step, restored = restore_latest(manager, state)
   if step is None:
     raise ConfigError(f"--workdir={workdir!r} holds no complete checkpoint")
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract)).params
+  return restored.params
 
 
 def progress_bar(total: int, initial: int, enabled: bool):

@@ -109,10 +109,10 @@ def make_train_step(per_example, optimizer, beta_fn, free_bits, dynamic_binariza
 
 
 def make_train_chunk(train_step, train_key, batch_size: int):
-  """Returns chunk(state, data, perm, num_steps) running `num_steps` steps in one `lax.scan`.
+  """Returns chunk(state, data, perm, start, num_steps) running `num_steps` steps in one `lax.scan`.
 
-  data: [N, *data_shape] on device; perm: [N] this epoch's order; the chunk starts at
-  offset state.step % steps_per_epoch, never crossing an epoch boundary.
+  data: [N, *data_shape] on device; perm: [N] this epoch's order; start: the chunk's first batch
+  within the epoch (state.step % steps_per_epoch); a chunk never crosses an epoch boundary.
   """
   def chunk(state, data, perm, start, num_steps):
     def body(state, i):
@@ -174,11 +174,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   step = int(state.step)
   progress = run_lib.progress_bar(total_steps, step, enabled=config.training.progress)
-  last_checkpoint = step
+  last_checkpoint, perm_epoch = step, None
   while step < total_steps:
     epoch, offset, num_steps = chunk_plan(step, steps_per_epoch,
                                           config.training.steps_per_call, total_steps)
-    perm = perm_fn(keys["data"], epoch, n)
+    if epoch != perm_epoch:
+      perm, perm_epoch = perm_fn(keys["data"], epoch, n), epoch
     tic = time.perf_counter()
     new_state, metrics = chunk_fn(state, train_data, perm, offset, num_steps)
     metrics = jax.device_get(metrics)
@@ -204,7 +205,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
       run.save(state)
       last_checkpoint = step
   progress.close()
-  run.save(state)
   run.close()
   return run_lib.evaluate_run(workdir, model, config, dataset, state.params,
                               progress=config.training.progress)
