@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from elbo_jax import xla
 from elbo_jax.objectives import assemble
 from elbo_jax.registry import ConfigError, positive_int
 
@@ -38,7 +39,7 @@ def importance_log_likelihood(model, *, num_samples: int = 5000, chunk_size: int
     return m.likelihood_log_prob(z, x) + m.prior_log_prob(z) - log_q  # [chunk]
 
   def per_example(params, x, key):
-    with jax.default_matmul_precision("highest"):
+    with jax.default_matmul_precision("highest"), xla.fast_random_bits():
       q = model.apply(params, x, method=model.encode)
 
       def step(carry, c):
@@ -65,19 +66,20 @@ def example_keys(key, start: int, count: int):
 
 
 @functools.lru_cache(maxsize=32)
-def _batched(per_example):
+def _batched(per_example, fast):
   # Cached on the function object, so repeated evaluations (every epoch) compile once.
-  return jax.jit(jax.vmap(per_example, in_axes=(None, 0, 0)))
+  return xla.jit(jax.vmap(per_example, in_axes=(None, 0, 0)), fast=fast)
 
 
-def map_dataset(per_example, params, data: np.ndarray, key, *, batch_size: int, progress=None):
+def map_dataset(per_example, params, data: np.ndarray, key, *, batch_size: int, progress=None,
+                fast: bool = True):
   """Applies a per-example f(params, x, key) -> pytree to every row of `data`, jitted in batches.
 
   The last batch is padded to `batch_size` so one compiled program serves every batch.
-  Returns the outputs stacked over the data set as numpy arrays.
+  Returns the outputs stacked over the data set as numpy arrays. `fast`: see `xla.jit`.
   """
   positive_int("eval.batch_size", batch_size)
-  fn = _batched(per_example)
+  fn = _batched(per_example, fast)
   outputs = []
   for start in range(0, len(data), batch_size):
     batch = data[start:start + batch_size]
@@ -92,7 +94,7 @@ def map_dataset(per_example, params, data: np.ndarray, key, *, batch_size: int, 
 
 
 def log_likelihood(model, params, data, key, *, num_samples=5000, chunk_size=500, batch_size=100,
-                   repeats=1, progress=None) -> dict:
+                   repeats=1, progress=None, fast=True) -> dict:
   """The importance-sampled test log-likelihood over a data set, in nats per example.
 
   Returns {"mean": float, "std": float over repeats (0 for one), "repeats": [...],
@@ -102,7 +104,7 @@ def log_likelihood(model, params, data, key, *, num_samples=5000, chunk_size=500
   fn = importance_log_likelihood(model, num_samples=num_samples, chunk_size=chunk_size)
   runs = [
       map_dataset(fn, params, data, jax.random.fold_in(key, r), batch_size=batch_size,
-                  progress=progress)
+                  progress=progress, fast=fast)
       for r in range(repeats)
   ]
   means = [float(np.mean(r)) for r in runs]

@@ -24,6 +24,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from elbo_jax import xla
 from elbo_jax.registry import ConfigError, Registry, positive_int
 from elbo_jax.vae import VAE
 
@@ -97,7 +98,8 @@ def elbo(model, *, likelihood=None, prior=None, posterior=None, num_samples: int
     }
 
   def per_example(params, x, key, beta=beta):
-    return model.apply(params, x, key, beta, method=terms_fn)
+    with xla.fast_random_bits():
+      return model.apply(params, x, key, beta, method=terms_fn)
 
   per_example.model = model
   return per_example
@@ -172,15 +174,19 @@ def iwae(model, *, likelihood=None, prior=None, posterior=None, num_samples: int
 
   def per_example(params, x, key, beta=1.0):
     del beta  # The IWAE bound has no KL weight.
-    return model.apply(params, x, key, method=terms_fn)
+    with xla.fast_random_bits():
+      return model.apply(params, x, key, method=terms_fn)
 
   per_example.model = model
   return per_example
 
 
 def batched(per_example: PerExample) -> PerExample:
-  """`per_example` vmapped over a batch of examples and keys and jitted: f(params, x, keys, beta)."""
-  return jax.jit(jax.vmap(per_example, in_axes=(None, 0, 0, None)))
+  """`per_example` vmapped over a batch of examples and keys and jitted: f(params, x, keys, beta).
+
+  Compiled with `elbo_jax.xla.jit`, as the training loop is.
+  """
+  return xla.jit(jax.vmap(per_example, in_axes=(None, 0, 0, None)))
 
 
 def reduce_loss(terms: dict, beta=1.0, free_bits: float = 0.0):

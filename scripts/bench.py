@@ -6,8 +6,10 @@ Bernoulli), float32, on this machine.
 
 Reports training examples/s (epoch chunks under lax.scan, as experiments.train runs them), the
 fraction of this CPU's float32 GEMM peak that it reaches (the peak is measured in the same process
-with a large matmul, the reference run), compile time, and the wall time of the K=5000
-importance-sampled log-likelihood over --eval_examples test images.
+with a large matmul), compile time, and the wall time of the K=5000 importance-sampled
+log-likelihood over --eval_examples test images. With --reference (the default) the same training
+chunk and evaluation are also compiled with plain `jax.jit` (`fast=False`, see elbo_jax/xla.py)
+and timed in the same process, interleaved with the fast runs, and the speed-ups are printed.
 """
 
 import time
@@ -30,6 +32,7 @@ _WARMUP = flags.DEFINE_integer("warmup_chunks", 3, "Untimed chunks: a fresh proc
 _TIMED = flags.DEFINE_integer("timed_chunks", 5, "Timed chunks; the median is reported.")
 _EVAL_EXAMPLES = flags.DEFINE_integer("eval_examples", 1000, "Test images for the K=5000 timing.")
 _EVAL_K = flags.DEFINE_integer("eval_k", 5000, "Importance samples per test image.")
+_REFERENCE = flags.DEFINE_bool("reference", True, "Also time plain jax.jit, for the ratios.")
 
 
 def gemm_peak_gflops(n=2048, repeats=10) -> float:
@@ -72,50 +75,59 @@ def main(argv):
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
   step_fn = train.make_train_step(objectives.from_config(model, config.objective), optimizer,
                                   objectives.beta_schedule(1.0, 0), 0.0, True, mesh)
-  chunk = train.make_train_chunk(step_fn, keys["train"], batch)
-  state = train.create_train_state(model, optimizer, dataset.train[0], keys["init"])
   data = jax.device_put(dataset.train)
   perm = train.epoch_permutation(keys["data"], 0, n)
+  variants = ("fast", "reference") if _REFERENCE.value else ("fast",)
+  chunks, states, first, times = {}, {}, {}, {v: [] for v in variants}
+  for v in variants:
+    chunks[v] = train.make_train_chunk(step_fn, keys["train"], batch, fast=v == "fast")
+    states[v] = train.create_train_state(model, optimizer, dataset.train[0], keys["init"])
 
-  tic = time.perf_counter()
-  state, _ = chunk(state, data, perm, 0, steps)
-  jax.block_until_ready(state)
-  first = time.perf_counter() - tic
-  for _ in range(_WARMUP.value - 1):
-    state, _ = chunk(state, data, perm, 0, steps)
-  jax.block_until_ready(state)
-  times = []
-  for _ in range(_TIMED.value):
+  def run_chunk(v):
     tic = time.perf_counter()
-    state, _ = chunk(state, data, perm, 0, steps)
-    jax.block_until_ready(state)
-    times.append(time.perf_counter() - tic)
-  seconds = float(np.median(times))
-  examples_per_s = steps * batch / seconds
+    states[v], _ = chunks[v](states[v], data, perm, 0, steps)
+    jax.block_until_ready(states[v])
+    return time.perf_counter() - tic
+
+  for v in variants:
+    first[v] = run_chunk(v)
+    for _ in range(_WARMUP.value - 1):
+      run_chunk(v)
+  for _ in range(_TIMED.value):
+    for v in variants:  # interleaved, so drift in the machine's speed hits both alike
+      times[v].append(run_chunk(v))
+  rate = {v: steps * batch / float(np.median(times[v])) for v in variants}
   peak = gemm_peak_gflops()
   sizes = [784, 200, 200, 100, 200, 200, 784]  # encoder, mean+scale heads, decoder
-  achieved = examples_per_s * flops_per_example(sizes) / 1e9
+  achieved = rate["fast"] * flops_per_example(sizes) / 1e9
 
   eval_x = np.asarray(
       data_lib.binarize(jax.random.key(1), jnp.asarray(dataset.test[:_EVAL_EXAMPLES.value])))
   k = _EVAL_K.value
-  tic = time.perf_counter()
-  ll = evaluation.log_likelihood(model, state.params, eval_x, jax.random.key(2), num_samples=k,
-                                 chunk_size=config.eval.chunk_size,
-                                 batch_size=config.eval.batch_size)
-  eval_seconds = time.perf_counter() - tic
+  eval_seconds, ll = {}, {}
+  for v in variants:
+    tic = time.perf_counter()
+    ll[v] = evaluation.log_likelihood(model, states["fast"].params, eval_x, jax.random.key(2),
+                                      num_samples=k, chunk_size=config.eval.chunk_size,
+                                      batch_size=config.eval.batch_size, fast=v == "fast")
+    eval_seconds[v] = time.perf_counter() - tic
 
   print(f"devices: {jax.devices()}")
-  print(f"train: {examples_per_s:,.0f} examples/s, median of {len(times)} chunks after "
-        f"{_WARMUP.value} warm-up chunks (batch {batch}, {steps} steps per lax.scan); "
-        f"range {steps * batch / max(times):,.0f}-{steps * batch / min(times):,.0f}")
-  print(f"compile + first chunk: {first:.1f} s; steady chunk: {seconds:.2f} s")
+  for v in variants:
+    print(f"train ({v}): {rate[v]:,.0f} examples/s, median of {len(times[v])} chunks after "
+          f"{_WARMUP.value} warm-up chunks (batch {batch}, {steps} steps per lax.scan); range "
+          f"{steps * batch / max(times[v]):,.0f}-{steps * batch / min(times[v]):,.0f}; "
+          f"compile + first chunk {first[v]:.1f} s")
   print(f"GEMM peak (2048^3 float32 matmul, this process): {peak:.1f} GFLOP/s; "
         f"training reaches {achieved:.1f} GFLOP/s = {achieved / peak:.0%} of it "
         f"(peak-bound rate {peak * 1e9 / flops_per_example(sizes):,.0f} examples/s)")
-  print(f"eval: K={k} log-likelihood of {len(eval_x)} images in {eval_seconds:.1f} s "
-        f"({eval_seconds / len(eval_x) * 10_000 / 60:.1f} min per 10k images); "
-        f"mean {ll['mean']:.2f} nats")
+  for v in variants:
+    print(f"eval ({v}): K={k} log-likelihood of {len(eval_x)} images in {eval_seconds[v]:.1f} s "
+          f"({eval_seconds[v] / len(eval_x) * 10_000 / 60:.2f} min per 10k images); "
+          f"mean {ll[v]['mean']:.2f} nats")
+  if _REFERENCE.value:
+    print(f"speed-up over plain jax.jit: training x{rate['fast'] / rate['reference']:.2f}, "
+          f"evaluation x{eval_seconds['reference'] / eval_seconds['fast']:.2f}")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from elbo_jax import xla
 from elbo_jax.data.sources import DATASETS, LOCAL_HINT, read_local
 from elbo_jax.registry import ConfigError, Registry, positive_int
 
@@ -113,7 +114,8 @@ class Dataset:
 
 def binarize(key: jax.Array, x: jax.Array) -> jax.Array:
   """One Bernoulli(x) draw per value; x: [...] in [0, 1] -> [...] in {0, 1}, x's dtype."""
-  return jax.random.bernoulli(key, x).astype(x.dtype)
+  with xla.fast_random_bits():
+    return jax.random.bernoulli(key, x).astype(x.dtype)
 
 
 # Preprocessing: raw split -> stored array. `rng` is used by static binarisation only.
