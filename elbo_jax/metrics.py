@@ -24,16 +24,20 @@ class MetricWriter:
   """Writes scalars to workdir/tensorboard (event files) and workdir/metrics.jsonl.
 
   A no-op when `enabled` is False or when this is not JAX process 0. Usable as a context manager,
-  which closes it on exit.
+  which closes it on exit. `purge_step`: for a resumed run, the first step it logs again;
+  TensorBoard then hides the events at steps >= purge_step that the interrupted run wrote, so
+  no curve shows those steps twice.
   """
 
-  def __init__(self, workdir: str | os.PathLike, enabled: bool = True):
+  def __init__(self, workdir: str | os.PathLike, enabled: bool = True,
+               purge_step: int | None = None):
     self.active = enabled and jax.process_index() == 0
     self.metrics_path = os.path.join(os.fspath(workdir), METRICS_FILE)
     self._tb = None
     if self.active:
       os.makedirs(workdir, exist_ok=True)
-      self._tb = SummaryWriter(logdir=os.path.join(os.fspath(workdir), TENSORBOARD_DIR))
+      self._tb = SummaryWriter(logdir=os.path.join(os.fspath(workdir), TENSORBOARD_DIR),
+                               purge_step=purge_step)
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     """Logs {name: value} at `step`; values may be Python, NumPy or (scalar) JAX numbers."""

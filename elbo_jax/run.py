@@ -122,9 +122,12 @@ class Run:
     step, restored = restore_latest(self.manager, state)
     if step is None:
       return state
-    # Metrics logged after that checkpoint will be logged again by the resumed run.
+    # Metrics logged after that checkpoint will be logged again by the resumed run: drop them from
+    # metrics.jsonl, and have TensorBoard hide them.
     kept = [r for r in read_metrics(self.workdir) if r["step"] <= step]
     io.write_text_atomic(self.writer.metrics_path, "".join(io.json_line(r) for r in kept))
+    self.writer.close()
+    self.writer = MetricWriter(self.workdir, purge_step=step + 1)
     return restored
 
   def save(self, state):

@@ -125,6 +125,19 @@ def test_metric_writer_jsonl_and_tensorboard(tmp_path):
   ])
 
 
+def test_resumed_metric_writer_tells_tensorboard_to_hide_the_steps_it_logs_again(tmp_path):
+  # A run resumed from a checkpoint at step 20 logs step 30 again; TensorBoard drops the older
+  # events from step purge_step = 21 on when it meets this START marker.
+  with metrics.MetricWriter(tmp_path, purge_step=21) as writer:
+    writer.write_scalars(30, {"train/elbo": -31.0})
+  (event_file,) = glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
+  events = [event_pb2.Event.FromString(b) for b in _read_tfrecords(event_file)]
+  starts = [e.step for e in events
+            if e.HasField("session_log") and e.session_log.status == event_pb2.SessionLog.START]
+  assert starts == [21]
+  assert [e.step for e in events if e.summary.value] == [30]
+
+
 def test_read_metrics_skips_truncated_last_line(tmp_path):
   lines = [json.dumps({"step": s, "train/elbo": -float(s)}) for s in range(3)]
   (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 3, "train/el')
