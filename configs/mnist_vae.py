@@ -20,7 +20,7 @@ def get_config(arg=None):
   c.model.hidden = (200, 200)
   c.model.activation = "tanh"
   c.model.latent_dim = 50
-  # The short default: 450 epochs, about 18 minutes on 2 CPU cores (see README for its result).
+  # The short default: 450 epochs, about 14 minutes on 2 CPU cores (see README for its result).
   c.training.batch_size = 100
   c.training.num_epochs = 450
   c.training.steps_per_call = 298
