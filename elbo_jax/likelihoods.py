@@ -64,8 +64,8 @@ class _Likelihood(nn.Module):
   def _sum_elementwise(self, log_prob_fn, *args):
     """sum over the event of log_prob_fn(*args), each arg [..., *event_shape] or a scalar.
 
-    The event axes are flattened first: XLA:CPU runs the elementwise terms over one flat axis about
-    20% faster than over [28, 28, 1], and the K=5000 evaluation spends a fifth of its time here.
+    The event axes are flattened first: on XLA:CPU, computing the terms over one flat axis rather
+    than over [28, 28, 1] made the whole K=5000 evaluation of an MLP VAE about 20% faster.
     """
     n = len(self.event_shape)
     flat = [a if jnp.ndim(a) < n else a.reshape(*jnp.shape(a)[:jnp.ndim(a) - n], -1) for a in args]
