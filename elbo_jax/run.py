@@ -147,13 +147,22 @@ class Run:
 def restore_latest(manager, state):
   """(step, restored state) of the manager's latest complete checkpoint, or (None, None).
 
-  `state` (arrays or shape structs) gives the structure, shapes and dtypes to restore into.
+  `state` (arrays or shape structs) gives the structure, shapes and dtypes to restore into, and
+  the arrays their shardings. Shape structs without one are restored onto this process's first
+  device, whatever devices wrote the checkpoint: a run trained on two devices evaluates on one.
   """
   step = manager.latest_step()
   if step is None:
     return None, None
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  return step, manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  first_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+  def abstract(leaf):
+    struct = ocp.utils.to_shape_dtype_struct(leaf)
+    if getattr(struct, "sharding", None) is None:
+      struct = jax.ShapeDtypeStruct(struct.shape, struct.dtype, sharding=first_device)
+    return struct
+
+  return step, manager.restore(step, args=ocp.args.StandardRestore(jax.tree.map(abstract, state)))
 
 
 def restore_params(workdir: str, state):

@@ -83,6 +83,23 @@ def test_a_run_killed_with_sigkill_resumes_to_bitwise_identical_parameters(tmp_p
   assert ra["log_likelihood"] == rb["log_likelihood"] and ra["elbo"] == rb["elbo"]
 
 
+@pytest.mark.slow
+def test_a_batch_split_over_two_devices_trains_as_on_one_and_evaluates_on_one(tmp_path):
+  # The config names the global batch; every draw is per example, so splitting the batch over a
+  # 2-device mesh changes only the summation order. The 2-device checkpoint restores on 1 device.
+  from elbo_jax.train import evaluate_workdir
+  two = str(tmp_path / "two")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  subprocess.run(_train_cmd(two, 3), cwd=REPO, env=env, check=True, capture_output=True)
+  assert json.load(open(os.path.join(two, "run_info.json")))["devices"] == ["cpu:0", "cpu:1"]
+  trained_on_two = json.load(open(os.path.join(two, "results.json")))["test"]
+  one = train_and_evaluate(tiny_config(**{"training.num_epochs": 3}), str(tmp_path / "one"))
+  assert trained_on_two["elbo"] == pytest.approx(one["test"]["elbo"], abs=1e-4)
+  assert trained_on_two["log_likelihood"] == pytest.approx(one["test"]["log_likelihood"], abs=1e-4)
+  again = evaluate_workdir(two)["test"]  # this process has one device
+  assert again["log_likelihood"] == trained_on_two["log_likelihood"]
+
+
 def test_a_half_written_checkpoint_is_never_read_back(tmp_path):
   workdir = str(tmp_path)
   train_and_evaluate(tiny_config(**{"training.num_epochs": 1}), workdir)
