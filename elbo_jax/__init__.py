@@ -3,7 +3,7 @@
   import elbo_jax as ej
   vae = ej.VAE(encoder, decoder, likelihood, prior, posterior)
   per_example = ej.elbo(vae)                       # f(params, x, key) -> named terms
-  batched = ej.batched(per_example)                # vmapped over a batch, jitted
+  batched = ej.batched(per_example)                # f(params, xs, keys, beta), vmapped and jitted
 """
 
 from elbo_jax import distributions, likelihoods, models, posteriors, priors
