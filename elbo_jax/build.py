@@ -1,32 +1,54 @@
-"""Builds a protocol model from a config, and checks a config before anything runs.
+"""From a config to what a run needs: checks, the protocol model, and the trainer.
 
-Every component is looked up by name in its family's registry, so an unknown name fails with a
-one-line error that lists the allowed ones, before any data is loaded or code is compiled.
+`check_config` looks at every field that needs no data; `build_trainer` loads nothing but checks
+the rest against the data set (likelihood vs data, batch size vs examples, free bits vs objective)
+and builds the model, objective and optimiser. Both run before anything is written to a workdir,
+so a refused config leaves nothing behind.
 """
 
 from __future__ import annotations
 
-import jax
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import jax
+import jax.numpy as jnp
+
+from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
+from elbo_jax import objectives
 from elbo_jax.likelihoods import LIKELIHOODS
+from elbo_jax.mesh import PLATFORMS
 from elbo_jax.models import ENCODER_DECODER_MODELS, MODELS
-from elbo_jax.objectives import OBJECTIVES
-from elbo_jax.optim import OPTIMIZERS, SCHEDULES
+from elbo_jax.optim import OPTIMIZERS, SCHEDULES, make_optimizer
 from elbo_jax.posteriors import POSTERIORS
 from elbo_jax.priors import PRIORS
 from elbo_jax.registry import ConfigError, positive_int
 from elbo_jax.vae import VAE
 
-PLATFORMS = ("auto", "cpu", "gpu", "tpu")
 NONFINITE_POLICIES = ("stop", "skip")
+# Fields that replicas of one vectorised program may differ in: they enter the program as traced
+# values (keys, KL weight, free bits, learning rate), not as shapes or code.
+VECTORIZABLE_FIELDS = ("seed", "objective.beta", "objective.free_bits", "objective.warmup_epochs",
+                       "optimizer.learning_rate", "optimizer.weight_decay")
+
+
+def _one_of(field: str, value: Any, allowed: Sequence[str]) -> None:
+  if value not in allowed:
+    raise ConfigError(f"{field}={value!r} is not known; allowed values: {', '.join(allowed)}")
+
+
+def _non_negative(field: str, value: Any) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+    raise ConfigError(f"{field}={value!r} must be a non-negative number")
 
 
 def check_config(config) -> None:
-  """Raises a ConfigError naming the first invalid field; looks every component name up."""
+  """Raises a ConfigError naming the first invalid field among those that need no data."""
   for registry, name in [
       (LIKELIHOODS, config.likelihood.name), (PRIORS, config.prior.name),
-      (POSTERIORS, config.posterior.name), (OBJECTIVES, config.objective.name),
+      (POSTERIORS, config.posterior.name), (objectives.OBJECTIVES, config.objective.name),
       (MODELS, config.model.name), (OPTIMIZERS, config.optimizer.name),
       (SCHEDULES, config.optimizer.schedule),
   ]:
@@ -34,29 +56,22 @@ def check_config(config) -> None:
   for field in ("model.latent_dim", "objective.num_samples", "training.batch_size",
                 "training.num_epochs", "training.steps_per_call", "training.checkpoint_every",
                 "eval.num_samples", "eval.chunk_size", "eval.batch_size", "eval.repeats",
-                "eval.elbo_samples"):
+                "eval.elbo_samples", "accelerator.replica_parallelism"):
     section, key = field.split(".")
     positive_int(field, config[section][key])
-  if config.training.on_nonfinite not in NONFINITE_POLICIES:
-    raise ConfigError(f"training.on_nonfinite={config.training.on_nonfinite!r} is not known; "
-                      f"allowed values: {', '.join(NONFINITE_POLICIES)}")
-  if config.accelerator.platform not in PLATFORMS:
-    raise ConfigError(f"accelerator.platform={config.accelerator.platform!r} is not known; "
-                      f"allowed values: {', '.join(PLATFORMS)}")
-  if config.objective.beta < 0 or config.objective.free_bits < 0:
-    raise ConfigError("objective.beta and objective.free_bits must be non-negative")
-
-
-def select_devices(platform: str) -> list:
-  """The devices of `accelerator.platform`; 'auto' takes JAX's default backend."""
-  if platform == "auto":
-    return jax.devices()
-  try:
-    return jax.devices(platform)
-  except RuntimeError:
-    present = sorted({d.platform for d in jax.devices()})
-    raise ConfigError(f"accelerator.platform={platform!r} is not present on this machine; "
-                      f"present: {', '.join(present)}") from None
+  for field in ("objective.beta", "objective.free_bits", "objective.warmup_epochs",
+                "optimizer.weight_decay", "optimizer.clip_norm", "optimizer.warmup_steps",
+                "training.checkpoint_every_seconds", "training.divergence_factor",
+                "training.divergence_grad_factor", "eval.num_test"):
+    section, key = field.split(".")
+    _non_negative(field, config[section][key])
+  lr = config.optimizer.learning_rate
+  if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+    raise ConfigError(f"optimizer.learning_rate={lr!r} must be a positive number")
+  _one_of("training.on_nonfinite", config.training.on_nonfinite, NONFINITE_POLICIES)
+  _one_of("accelerator.platform", config.accelerator.platform, PLATFORMS)
+  _one_of("objective.kl", config.objective.kl, objectives.KL_MODES)
+  _one_of("objective.estimator", config.objective.estimator, objectives.ESTIMATORS)
 
 
 def build_likelihood(config, data_shape):
@@ -103,3 +118,68 @@ def build_model(config, dataset):
                       "posterior.name in: diagonal_gaussian, full_gaussian")
   return VAE(encoder=encoder, decoder=decoder, likelihood=likelihood,
              prior=build_prior(config, data_shape), posterior=build_posterior(config))
+
+
+def check_group(configs: Sequence) -> None:
+  """Raises a ConfigError unless the configs differ only in VECTORIZABLE_FIELDS."""
+  first = config_lib.to_json(configs[0])
+  ignore = config_lib.NON_IDENTITY_FIELDS + VECTORIZABLE_FIELDS
+  for other in configs[1:]:
+    differing = config_lib.differences(first, config_lib.to_json(other), ignore=ignore)
+    if differing:
+      raise ConfigError(
+          f"runs of one vectorised group differ in {', '.join(differing)}, which changes shapes "
+          f"or code; a group may differ only in: {', '.join(VECTORIZABLE_FIELDS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+  """The parts of a training program that its replicas share (everything but VECTORIZABLE_FIELDS).
+
+  Attributes:
+    model: the protocol model; per_example: its objective, f(params, x, key, beta) -> terms.
+    steps_per_epoch, total_steps: floor(N / batch_size) and that times training.num_epochs.
+    free_bits: whether the loss needs the free-bits branch (some replica has free_bits > 0).
+    dynamic_binarization: whether each batch is binarised afresh.
+    optimizer_config: the `optimizer` section; `optimizer(lr, wd)` builds the chain.
+  """
+
+  model: Any
+  per_example: Callable
+  steps_per_epoch: int
+  total_steps: int
+  free_bits: bool
+  dynamic_binarization: bool
+  optimizer_config: Any
+
+  def optimizer(self, learning_rate=None, weight_decay=None):
+    return make_optimizer(self.optimizer_config, self.steps_per_epoch, self.total_steps,
+                          learning_rate, weight_decay)
+
+
+def build_trainer(configs: Sequence, dataset) -> Trainer:
+  """The shared training program of `configs` (one run, or a vectorised group) on `dataset`.
+
+  Raises a one-line ConfigError for anything the data or the model make invalid.
+  """
+  for config in configs:
+    check_config(config)
+  check_group(configs)
+  config = configs[0]
+  model = build_model(config, dataset)
+  per_example = objectives.from_config(model, config.objective)
+  n, batch_size = dataset.num_train, config.training.batch_size
+  steps_per_epoch = n // batch_size
+  if steps_per_epoch < 1:
+    raise ConfigError(f"training.batch_size={batch_size} exceeds the {n} training examples")
+  free_bits = any(c.objective.free_bits > 0 for c in configs)
+  if free_bits:
+    # Trace one example to learn which terms the objective gives; no compilation, no data.
+    x = jax.ShapeDtypeStruct(dataset.shape, jnp.float32)
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    params = jax.eval_shape(model.init, key, x, key)
+    terms = jax.eval_shape(per_example, params, x, key)
+    objectives.check_free_bits(terms)
+  return Trainer(model=model, per_example=per_example, steps_per_epoch=steps_per_epoch,
+                 total_steps=steps_per_epoch * config.training.num_epochs, free_bits=free_bits,
+                 dynamic_binarization=dataset.dynamic, optimizer_config=config.optimizer)

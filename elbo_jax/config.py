@@ -7,9 +7,15 @@ training, eval, accelerator). Configs are returned locked, so a misspelt overrid
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
-from elbo_jax import data
+from elbo_jax import data, io
+from elbo_jax.registry import ConfigError
+
+# Fields that do not change a run's numbers: a run may be resumed or re-evaluated with them changed.
+NON_IDENTITY_FIELDS = ("training.progress", "accelerator", "eval")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -70,7 +76,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.training.num_epochs = 20
   c.training.steps_per_call = 200   # steps per jitted call (lax.scan); also the logging interval
   c.training.checkpoint_every = 1000  # steps; a checkpoint is also written at the end
+  c.training.checkpoint_every_seconds = 300.0  # and after this much wall time; 0 = off
   c.training.on_nonfinite = "stop"  # stop | skip (skip the update and count it)
+  # Divergence stops the run like a NaN does: the training bound falls below its first value by
+  # more than this factor times |first value|, or the gradient norm grows past this factor times
+  # its first value. 0 turns a check off.
+  c.training.divergence_factor = 10.0
+  c.training.divergence_grad_factor = 1e4
   c.training.progress = True
 
   c.eval = ml_collections.ConfigDict()
@@ -84,9 +96,47 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.accelerator = ml_collections.ConfigDict()
   c.accelerator.platform = "auto"   # auto | cpu | gpu | tpu
+  c.accelerator.replica_parallelism = 1  # devices along the mesh's replica axis (vectorised runs)
   return c
 
 
 def lock(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.lock()
   return c
+
+
+def to_json(config) -> dict:
+  """The config as plain JSON types (tuples become lists)."""
+  return io.to_json_types(config.to_dict() if hasattr(config, "to_dict") else config)
+
+
+def from_json(d: dict) -> ml_collections.ConfigDict:
+  """The locked ConfigDict of `to_json`'s output (lists become tuples again)."""
+  tuples = lambda v: {k: tuples(x) for k, x in v.items()} if isinstance(v, dict) else (
+      tuple(v) if isinstance(v, list) else v)
+  return lock(ml_collections.ConfigDict(tuples(d)))
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+  """{"a": {"b": 1}} -> {"a.b": 1}."""
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    out |= flatten(v, key + ".") if isinstance(v, dict) else {key: v}
+  return out
+
+
+def differences(a: dict, b: dict, ignore=NON_IDENTITY_FIELDS) -> list[str]:
+  """The "section.field" names whose values differ between two JSON configs, minus `ignore`d ones
+  (a name in `ignore` covers its whole section)."""
+  fa, fb = flatten(a), flatten(b)
+  ignored = lambda k: any(k == f or k.startswith(f + ".") for f in ignore)
+  return sorted(k for k in fa.keys() | fb.keys() if not ignored(k) and fa.get(k) != fb.get(k))
+
+
+def load(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config a workdir was run with, locked."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ConfigError(f"--workdir={workdir!r} holds no run (no config.json)")
+  return from_json(io.read_json(path))

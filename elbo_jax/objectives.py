@@ -189,28 +189,38 @@ def batched(per_example: PerExample) -> PerExample:
   return xla.jit(jax.vmap(per_example, in_axes=(None, 0, 0, None)))
 
 
-def reduce_loss(terms: dict, beta=1.0, free_bits: float = 0.0):
+def reduce_loss(terms: dict, beta=1.0, free_bits=0.0):
   """The batch loss from per-example terms (leading batch axis): the mean of `loss`.
 
   With free bits (Kingma et al. 2016) each latent dimension's batch-averaged KL counts as at least
   `free_bits` nats, so the optimiser gains nothing by pushing a dimension's KL below it.
+  `free_bits` may be traced (one value per vectorised replica): a replica whose value is 0 then
+  gets exactly the plain loss, value and gradient.
   """
-  if not free_bits:
+  if isinstance(free_bits, (int, float)) and not free_bits:
     return terms["loss"].mean()
+  check_free_bits(terms)
+  kl = jnp.maximum(terms["kl_per_dim"].mean(0), free_bits).sum()
+  return jnp.where(free_bits > 0, -terms["log_px_given_z"].mean() + beta * kl,
+                   terms["loss"].mean())
+
+
+def check_free_bits(terms) -> None:
+  """Raises a ConfigError unless `terms` (an objective's output, or its names) allow free bits."""
   if "kl_per_dim" not in terms:
     raise ConfigError(
         "objective.free_bits > 0 needs a per-dimension analytic KL: a diagonal_gaussian posterior "
         "and a standard_normal or learned_gaussian prior"
     )
-  kl = jnp.maximum(terms["kl_per_dim"].mean(0), free_bits).sum()
-  return -terms["log_px_given_z"].mean() + beta * kl
 
 
-def beta_schedule(beta: float, warmup_steps: int) -> Callable:
-  """KL warm-up: beta rises linearly from 0 to `beta` over `warmup_steps` (0: constant beta)."""
-  if warmup_steps <= 0:
-    return lambda step: jnp.asarray(beta, jnp.float32)
-  return lambda step: beta * jnp.minimum(1.0, step / warmup_steps).astype(jnp.float32)
+def kl_weight(step, beta, warmup_steps):
+  """KL warm-up: beta rises linearly from 0 to `beta` over `warmup_steps` (0: constant beta).
+
+  Any argument may be traced, so replicas of one program can differ in beta and warm-up length.
+  """
+  ramp = jnp.minimum(1.0, step / jnp.maximum(warmup_steps, 1)).astype(jnp.float32)
+  return jnp.where(warmup_steps > 0, beta * ramp, beta).astype(jnp.float32)
 
 
 OBJECTIVES: Registry = Registry("objective.name")

@@ -1,50 +1,57 @@
 """Optimisers and learning-rate schedules from the `optimizer` config, as optax chains.
 
-The "burda" schedule is Burda et al. 2015's: for i = 0..7, 3^i epochs at 1e-3 * 10^(-i/7)
-(3,280 epochs in all), scaled so that `learning_rate` is the first stage's rate.
+A schedule is a shape with peak 1 scaled by `learning_rate`, so the rate may be a traced value:
+replicas of one vectorised program (`train.train_group`) can differ in learning rate and weight
+decay. The "burda" schedule is Burda et al. 2015's: for i = 0..7, 3^i epochs at
+1e-3 * 10^(-i/7) (3,280 epochs in all), with `learning_rate` the first stage's rate.
 """
 
 from __future__ import annotations
 
 import optax
 
-from elbo_jax.registry import ConfigError, Registry
+from elbo_jax.registry import Registry
 
 OPTIMIZERS = Registry("optimizer.name")
-OPTIMIZERS.register("adam")(lambda c, lr: optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps))
+OPTIMIZERS.register("adam")(
+    lambda c, lr, wd: optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps))
 OPTIMIZERS.register("adamw")(
-    lambda c, lr: optax.adamw(lr, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay))
-OPTIMIZERS.register("sgd")(lambda c, lr: optax.sgd(lr, momentum=c.b1 or None))
+    lambda c, lr, wd: optax.adamw(lr, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=wd))
+OPTIMIZERS.register("sgd")(lambda c, lr, wd: optax.sgd(lr, momentum=c.b1 or None))
 
 BURDA_STAGES = 8
 
 
-def burda_schedule(learning_rate: float, steps_per_epoch: int) -> optax.Schedule:
+def burda_shape(steps_per_epoch: int) -> optax.Schedule:
   # Each boundary multiplies the rate by 10^(-1/7); optax composes the scales cumulatively.
   boundaries, epochs = {}, 0
   for i in range(BURDA_STAGES - 1):
     epochs += 3**i
     boundaries[epochs * steps_per_epoch] = 10 ** (-1 / 7)
-  return optax.piecewise_constant_schedule(learning_rate, boundaries)
+  return optax.piecewise_constant_schedule(1.0, boundaries)
 
 
 def burda_num_epochs() -> int:
   return sum(3**i for i in range(BURDA_STAGES))
 
 
+# Schedule shapes, peak 1: (optimizer config, steps per epoch, total steps) -> step -> factor.
 SCHEDULES = Registry("optimizer.schedule")
-SCHEDULES.register("constant")(lambda c, spe, total: optax.constant_schedule(c.learning_rate))
+SCHEDULES.register("constant")(lambda c, spe, total: optax.constant_schedule(1.0))
 SCHEDULES.register("cosine")(
     lambda c, spe, total: optax.warmup_cosine_decay_schedule(
-        0.0, c.learning_rate, c.warmup_steps, max(total, c.warmup_steps + 1)))
-SCHEDULES.register("burda")(lambda c, spe, total: burda_schedule(c.learning_rate, spe))
+        0.0, 1.0, c.warmup_steps, max(total, c.warmup_steps + 1)))
+SCHEDULES.register("burda")(lambda c, spe, total: burda_shape(spe))
 
 
-def make_optimizer(cfg, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
-  """The optimiser chain: optional global-norm clipping, then the named optimiser and schedule."""
-  if cfg.learning_rate <= 0:
-    raise ConfigError(f"optimizer.learning_rate={cfg.learning_rate!r} must be positive")
-  schedule = SCHEDULES.get(cfg.schedule)(cfg, steps_per_epoch, total_steps)
+def make_optimizer(cfg, steps_per_epoch: int, total_steps: int, learning_rate=None,
+                   weight_decay=None) -> optax.GradientTransformation:
+  """The optimiser chain: optional global-norm clipping, then the named optimiser and schedule.
+
+  learning_rate, weight_decay: override `cfg`'s values; may be traced scalars.
+  """
+  lr = cfg.learning_rate if learning_rate is None else learning_rate
+  wd = cfg.weight_decay if weight_decay is None else weight_decay
+  shape = SCHEDULES.get(cfg.schedule)(cfg, steps_per_epoch, total_steps)
   chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
-  # One flat parameter vector: a few large elementwise updates instead of one per array.
-  return optax.chain(*chain, OPTIMIZERS.get(cfg.name)(cfg, schedule))
+  return optax.chain(*chain, OPTIMIZERS.get(cfg.name)(cfg, lambda step: lr * shape(step), wd))

@@ -1,16 +1,27 @@
-"""Training: `create_train_state`, `make_train_chunk` (many jitted steps in one `lax.scan`), and
-`train_and_evaluate(config, workdir)`, which trains, checkpoints, resumes and evaluates a run.
+"""Training: `create_train_state`, `make_train_step`, `make_train_chunk`, and the host loop.
 
-Randomness: the seed is split once into init/data/train/eval keys. A step's key is
-`fold_in(train_key, step)` and an epoch's permutation `fold_in(data_key, epoch)`, so a run resumed
-from a checkpoint draws exactly the numbers an uninterrupted run draws (bitwise equal on CPU).
-The train step is a pure function of (state, batch, key) with the model, objective and optimiser
-closed over; the config names the GLOBAL batch size, which the data mesh axis splits over devices.
+`train_group(configs, workdirs)` trains one run, or a group of replicas that differ only in seed and
+scalar hyper-parameters (`build.VECTORIZABLE_FIELDS`) as ONE jitted program: the train states are
+stacked on a leading replica axis and the scanned chunk of steps is `jax.vmap`-ed over it.
+`train_and_evaluate(config, workdir)` is a group of one.
+
+Randomness: each replica's seed is split once into init/data/train/eval keys. A step's key is
+`fold_in(train_key, step)` and an epoch's data order comes from `fold_in(data_key, epoch)`
+(`elbo_jax.batching`), so a run resumed from a checkpoint draws exactly what an uninterrupted run
+draws, and a replica draws exactly what its standalone run draws. The keys and hyper-parameters
+enter the program as arguments, never as constants, which is what lets replicas share it.
+
+A step is a pure function of (state, batch, key, hyper-parameters) with the model, objective and
+optimiser closed over; the config names the GLOBAL batch size, which the mesh's data axis splits.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import flax.struct
@@ -18,28 +29,46 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec
+from tqdm import tqdm
 
+from elbo_jax import batching, objectives, report, xla
+from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
-from elbo_jax import objectives, xla
-from elbo_jax.build import build_model, check_config, select_devices
-from elbo_jax.optim import make_optimizer
+from elbo_jax import mesh as mesh_lib
+from elbo_jax.build import Trainer, build_trainer
 from elbo_jax.registry import ConfigError
+from elbo_jax.workdir import Run, WorkdirLock, check_config_matches, check_path, restore_params
 
 # Terms checked for non-finite values, in the order they are reported.
 WATCHED_TERMS = ("log_px_given_z", "kl", "log_weights", "loss", "gradients")
 
 
-class NonFiniteError(RuntimeError):
+class TrainingStopped(RuntimeError):
+  """Training stopped on purpose; the message is one line and names the step and the cause."""
+
+  def __init__(self, message: str, step: int):
+    super().__init__(message)
+    self.step = step
+
+
+class NonFiniteError(TrainingStopped):
   """A non-finite loss or gradient with training.on_nonfinite='stop'."""
+
+
+class DivergenceError(TrainingStopped):
+  """The training bound or the gradient norm ran away (training.divergence_*factor)."""
 
 
 @flax.struct.dataclass
 class TrainState:
+  """step: [], params, opt_state, num_skipped: [] int32, initial: {"bound", "grad_norm"} of the
+  first applied step (NaN before it), the reference for the divergence checks."""
+
   step: jax.Array
   params: Any
   opt_state: Any
   num_skipped: jax.Array
+  initial: dict
 
 
 def split_seed(seed: int) -> dict:
@@ -52,8 +81,21 @@ def create_train_state(model, optimizer, example, key) -> TrainState:
   """Initialises parameters from one example x: [*data_shape] and the optimiser state."""
   init_key, sample_key = jax.random.split(key)
   params = model.init(init_key, jnp.asarray(example, jnp.float32), sample_key)
+  nan = jnp.full((), jnp.nan, jnp.float32)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=optimizer.init(params), num_skipped=jnp.zeros((), jnp.int32))
+                    opt_state=optimizer.init(params), num_skipped=jnp.zeros((), jnp.int32),
+                    initial={"bound": nan, "grad_norm": nan})
+
+
+def hyperparameters(config, trainer: Trainer) -> dict:
+  """A replica's traced inputs: its keys and the scalar hyper-parameters replicas may differ in."""
+  keys = split_seed(config.seed)
+  f32 = lambda v: jnp.asarray(v, jnp.float32)
+  return {"train_key": keys["train"], "data_key": keys["data"],
+          "beta": f32(config.objective.beta), "free_bits": f32(config.objective.free_bits),
+          "warmup_steps": f32(config.objective.warmup_epochs * trainer.steps_per_epoch),
+          "learning_rate": f32(config.optimizer.learning_rate),
+          "weight_decay": f32(config.optimizer.weight_decay)}
 
 
 def nonfinite_flags(terms: dict, grad_norm) -> jax.Array:
@@ -66,19 +108,23 @@ def nonfinite_flags(terms: dict, grad_norm) -> jax.Array:
                     else jnp.asarray(False) for name in WATCHED_TERMS])
 
 
-def make_train_step(per_example, optimizer, beta_fn, free_bits, dynamic_binarization, mesh):
-  """Returns train_step(state, batch, key) -> (state, metrics); one SGD step on a batch."""
-  batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
-  vmapped = jax.vmap(per_example, in_axes=(None, 0, 0, None))
+def make_train_step(trainer: Trainer, mesh):
+  """Returns train_step(state, batch, key, hp) -> (state, metrics); one SGD step on a batch.
 
-  def train_step(state, batch, key):
+  batch: [B, *data_shape]; hp: `hyperparameters` of one replica.
+  """
+  batch_sharding = mesh_lib.sharding(mesh, "data")
+  vmapped = jax.vmap(trainer.per_example, in_axes=(None, 0, 0, None))
+
+  def train_step(state, batch, key, hp):
     batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
     # Per-example keys, so every draw is local to the device holding the example (see xla.py).
     binarize_keys, keys = jax.random.split(key, (2, batch.shape[0]))
-    if dynamic_binarization:
+    if trainer.dynamic_binarization:
       # Burda et al.: a fresh binarisation every time an example is used.
       batch = jax.vmap(data_lib.binarize)(binarize_keys, batch)
-    beta = beta_fn(state.step)
+    beta = objectives.kl_weight(state.step, hp["beta"], hp["warmup_steps"])
+    free_bits = hp["free_bits"] if trainer.free_bits else 0.0
 
     def loss_fn(params):
       terms = vmapped(params, batch, keys, beta)
@@ -88,16 +134,21 @@ def make_train_step(per_example, optimizer, beta_fn, free_bits, dynamic_binariza
     grad_norm = optax.global_norm(grads)
     flags = nonfinite_flags(terms, grad_norm)
 
+    optimizer = trainer.optimizer(hp["learning_rate"], hp["weight_decay"])
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     updated = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
     # A non-finite step leaves the state untouched; the caller stops or counts it as skipped. A
     # select fuses into the update, where lax.cond copied the whole state on CPU (~2% of a step).
     skip = jnp.any(flags)
     new_state = jax.tree.map(lambda old, new: jnp.where(skip, old, new), state, updated)
-    new_state = new_state.replace(step=state.step + 1,
+    bound = terms["bound"].mean()
+    first = jnp.isnan(state.initial["bound"]) & ~skip
+    initial = {"bound": jnp.where(first, bound, state.initial["bound"]),
+               "grad_norm": jnp.where(first, grad_norm, state.initial["grad_norm"])}
+    new_state = new_state.replace(step=state.step + 1, initial=initial,
                                   num_skipped=state.num_skipped + skip.astype(jnp.int32))
     metrics = {
-        "loss": loss, "elbo": terms["elbo"].mean(), "bound": terms["bound"].mean(),
+        "loss": loss, "elbo": terms["elbo"].mean(), "bound": bound,
         "log_px_given_z": terms["log_px_given_z"].mean(), "kl": terms["kl"].mean(),
         "beta": beta, "grad_norm": grad_norm, "nonfinite": flags,
     }
@@ -106,24 +157,35 @@ def make_train_step(per_example, optimizer, beta_fn, free_bits, dynamic_binariza
   return train_step
 
 
-def make_train_chunk(train_step, train_key, batch_size: int, fast: bool = True):
-  """Returns chunk(state, data, perm, start, num_steps) running `num_steps` steps in one `lax.scan`.
+def make_train_chunk(trainer: Trainer, mesh, num_replicas: int, fast: bool = True):
+  """Returns chunk(state, hp, blocks, order, start, num_steps) -> (state, metrics).
 
-  data: [N, *data_shape] on device; perm: [N] this epoch's order; start: the chunk's first batch
-  within the epoch (state.step % steps_per_epoch); a chunk never crosses an epoch boundary.
-  `fast=False` compiles with plain `jax.jit` (the reference run of scripts/bench.py).
+  Runs `num_steps` steps in one `lax.scan` for every replica at once. state, hp: stacked on a
+  leading replica axis [R, ...]; blocks: [B, M, *data_shape] the training set
+  (`batching.to_blocks`), shared; order: [R, B, steps_per_epoch] each replica's order for this
+  epoch; start: the chunk's first batch within the epoch; a chunk never crosses an epoch boundary.
+  metrics: [R, num_steps] per name. One replica compiles the unbatched program. `fast=False`
+  compiles with plain `jax.jit` (the reference of scripts/bench.py).
   """
-  def chunk(state, data, perm, start, num_steps):
+  train_step = make_train_step(trainer, mesh)
+
+  def one_replica(state, hp, blocks, order, start, num_steps):
     def body(state, i):
-      idx = jax.lax.dynamic_slice_in_dim(perm, (start + i) * batch_size, batch_size)
-      return train_step(state, data[idx], jax.random.fold_in(train_key, state.step))
+      batch = batching.gather_batch(blocks, order, start + i)
+      return train_step(state, batch, jax.random.fold_in(hp["train_key"], state.step), hp)
     return jax.lax.scan(body, state, jnp.arange(num_steps))
 
-  return xla.jit(chunk, fast=fast, static_argnums=(4,), donate_argnums=(0,))
+  def chunk(state, hp, blocks, order, start, num_steps):
+    fn = functools.partial(one_replica, num_steps=num_steps)
+    if num_replicas == 1:
+      squeeze = lambda tree: jax.tree.map(lambda a: a[0], tree)
+      out = fn(squeeze(state), squeeze(hp), blocks, order[0], start)
+      return jax.tree.map(lambda a: a[None], out)
+    # spmd_axis_name lays the replica axis on the mesh's replica axis (size 1 unless configured).
+    return jax.vmap(fn, in_axes=(0, 0, None, 0, None), spmd_axis_name="replica")(
+        state, hp, blocks, order, start)
 
-
-def epoch_permutation(data_key, epoch: int, n: int):
-  return jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
+  return xla.jit(chunk, fast=fast, static_argnums=(5,), donate_argnums=(0,))
 
 
 def chunk_plan(step: int, steps_per_epoch: int, steps_per_call: int, total_steps: int):
@@ -132,98 +194,223 @@ def chunk_plan(step: int, steps_per_epoch: int, steps_per_call: int, total_steps
   return epoch, offset, min(steps_per_call, steps_per_epoch - offset, total_steps - step)
 
 
+def plan_resume(checkpoint_steps: Sequence[Sequence[int]]) -> list[tuple[int | None, list[int]]]:
+  """Which runs can resume together: [(step or None for a fresh start, [run indices]), ...].
+
+  A group of runs saves at the same steps, but a kill during its saves can leave some runs one
+  checkpoint ahead; those roll back to the step all of them have. Runs with no common step (a
+  new seed beside half-trained ones) form separate groups, in order of first appearance.
+  """
+  latest = [max(s) if s else None for s in checkpoint_steps]
+  present = [s for s in latest if s is not None]
+  if len(present) == len(latest):
+    common = min(present) if present else None
+    if all(common in s for s in checkpoint_steps):
+      return [(common, list(range(len(latest))))]
+  groups: dict[Any, list[int]] = {}
+  for i, s in enumerate(latest):
+    groups.setdefault(s, []).append(i)
+  return list(groups.items())
+
+
+def failure(metrics: dict, initial: dict, config, first_step: int) -> TrainingStopped | None:
+  """The error that stops a run, judged from one replica's chunk metrics, or None.
+
+  metrics: name -> [num_steps] for one replica; initial: its state's `initial` (scalars);
+  first_step: the step number of metrics[.][0].
+  """
+  bad = np.asarray(metrics["nonfinite"])  # [num_steps, len(WATCHED_TERMS)]
+  if bad.any() and config.training.on_nonfinite == "stop":
+    i = int(np.argmax(bad.any(1)))
+    names = [t for t, b in zip(WATCHED_TERMS, bad[i]) if b]
+    return NonFiniteError(f"non-finite {', '.join(names)} at step {first_step + i}",
+                          first_step + i)
+  factor = config.training.divergence_factor
+  start = float(initial["bound"])
+  if factor and math.isfinite(start):
+    floor = start - factor * max(abs(start), 1.0)
+    below = np.asarray(metrics["bound"]) < floor
+    if below.any():
+      i = int(np.argmax(below))
+      return DivergenceError(
+          f"training diverged at step {first_step + i}: the training bound "
+          f"{float(metrics['bound'][i]):.4g} nats fell below {floor:.4g} (its first value "
+          f"{start:.4g} minus training.divergence_factor={factor:g} times its magnitude)",
+          first_step + i)
+  factor = config.training.divergence_grad_factor
+  start = float(initial["grad_norm"])
+  if factor and math.isfinite(start):
+    ceiling = factor * max(start, 1e-3)
+    above = np.asarray(metrics["grad_norm"]) > ceiling
+    if above.any():
+      i = int(np.argmax(above))
+      return DivergenceError(
+          f"training diverged at step {first_step + i}: the gradient norm "
+          f"{float(metrics['grad_norm'][i]):.4g} grew past {ceiling:.4g} "
+          f"(training.divergence_grad_factor={factor:g} times its first value {start:.4g})",
+          first_step + i)
+  return None
+
+
+def _advice(error: TrainingStopped) -> str:
+  if isinstance(error, NonFiniteError):
+    return "set training.on_nonfinite='skip' to skip such updates instead"
+  return ("lower optimizer.learning_rate, or raise training.divergence_factor / "
+          "training.divergence_grad_factor (0 turns a check off)")
+
+
+def _stack(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _replica(tree, r: int):
+  return jax.tree.map(lambda a: a[r], tree)
+
+
+def _training_blocks(dataset, trainer: Trainer, mesh, batch_size: int):
+  """The training set as [B, M, ...] blocks on the mesh's data axis, and the block sizes [B]."""
+  bounds = batching.block_bounds(dataset.num_train, batch_size)
+  blocks, sizes = batching.to_blocks(dataset.train, bounds, trainer.steps_per_epoch)
+  return (jax.device_put(blocks, mesh_lib.sharding(mesh, "data")),
+          jax.device_put(sizes, mesh_lib.sharding(mesh)))
+
+
+def train_group(configs: Sequence, workdirs: Sequence[str], *, raise_on_failure: bool = True,
+                desc: str = "train") -> list[dict | None]:
+  """Trains runs that differ only in `build.VECTORIZABLE_FIELDS` as one program, and evaluates them.
+
+  Each run is an ordinary workdir (resumable, evaluable on its own). Returns each run's results
+  (what workdir/results.json holds), or None for a run that stopped: with `raise_on_failure` the
+  first stop raises its TrainingStopped error; without, the run stops alone (failed.json says why,
+  its last good checkpoint is kept) and the others go on.
+  """
+  configs, workdirs = list(configs), list(workdirs)
+  config = configs[0]
+  devices = mesh_lib.select_devices(config.accelerator.platform)
+  mesh = mesh_lib.make_mesh(devices, config.accelerator.replica_parallelism)
+  batch_size = config.training.batch_size
+  if batch_size % mesh_lib.data_size(mesh):
+    raise ConfigError(f"training.batch_size={batch_size} must be divisible by the number of "
+                      f"devices on the mesh's data axis ({mesh_lib.data_size(mesh)})")
+  dataset = data_lib.load(config.data)
+  trainer = build_trainer(configs, dataset)
+  # Everything that can refuse the configs has run; only now is anything written.
+  for workdir, c in zip(workdirs, configs):
+    check_config_matches(check_path(workdir), c)
+  with contextlib.ExitStack() as stack:
+    runs = []
+    for workdir, c in zip(workdirs, configs):
+      runs.append(Run(workdir, c))
+      stack.callback(runs[-1].close)
+    return _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, stack)
+
+
+def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, stack):
+  config, num_replicas = configs[0], len(configs)
+  plan = plan_resume([run.checkpoint_steps() for run in runs])
+  if len(plan) > 1:
+    raise ValueError(f"runs at different checkpoints cannot train as one group: {plan}")
+  resume_at = plan[0][0]
+  template_optimizer = trainer.optimizer()
+  states = []
+  for c, run in zip(configs, runs):
+    fresh = create_train_state(trainer.model, template_optimizer, dataset.train[0],
+                               split_seed(c.seed)["init"])
+    states.append(run.start(fresh, resume_at))
+  state = jax.device_put(_stack(states), mesh_lib.sharding(mesh, "replica"))
+  hp = jax.device_put(_stack([hyperparameters(c, trainer) for c in configs]),
+                      mesh_lib.sharding(mesh, "replica"))
+  blocks, sizes = _training_blocks(dataset, trainer, mesh, config.training.batch_size)
+  chunk_fn = make_train_chunk(trainer, mesh, num_replicas)
+  order_fn = xla.jit(jax.vmap(batching.epoch_order, in_axes=(0, None, None, None)),
+                     static_argnums=(3,))
+  validators = [report.make_validator(trainer.model, c, report.eval_data(
+      dataset, dataset.validation, split_seed(c.seed)["eval"])) for c in configs]
+
+  spe, total = trainer.steps_per_epoch, trainer.total_steps
+  step = int(resume_at or 0)
+  alive = [True] * num_replicas
+  results: list[dict | None] = [None] * num_replicas
+  bar = stack.enter_context(tqdm(total=total, initial=step, unit="step", desc=desc,
+                                dynamic_ncols=True, disable=not config.training.progress,
+                                mininterval=1.0))
+  last_save_step, last_save_time, order_epoch = step, time.monotonic(), None
+  while step < total and any(alive):
+    epoch, offset, num_steps = chunk_plan(step, spe, config.training.steps_per_call, total)
+    if epoch != order_epoch:
+      order, order_epoch = order_fn(hp["data_key"], epoch, sizes, spe), epoch
+    tic = time.perf_counter()
+    state, metrics = chunk_fn(state, hp, blocks, order, offset, num_steps)
+    metrics, initial = jax.device_get((metrics, state.initial))
+    seconds = time.perf_counter() - tic
+    for r in range(num_replicas):
+      if not alive[r]:
+        continue
+      stop = failure(_replica(metrics, r), _replica(initial, r), configs[r], step + 1)
+      if stop is not None:
+        alive[r] = False
+        last = runs[r].latest_step()
+        message = (f"{stop}; training stopped, the last good checkpoint (step {last}) is kept; "
+                   f"{_advice(stop)}")
+        runs[r].fail(message, stop.step)
+        if raise_on_failure:
+          raise type(stop)(message, stop.step)
+        tqdm.write(f"{desc}: {runs[r].workdir}: {message}")
+    step += num_steps
+    end_of_epoch = step % spe == 0 or step == total
+    summaries = []
+    for r in np.flatnonzero(alive):
+      m = _replica(metrics, r)
+      summary = {f"train/{k}": float(np.mean(v)) for k, v in m.items() if k != "nonfinite"}
+      summary["train/steps_per_sec"] = num_steps / seconds
+      summary["train/skipped_steps"] = int(state.num_skipped[r])
+      if end_of_epoch:
+        summary |= validators[r](_replica(state.params, r))
+      runs[r].write_metrics(step, summary)
+      summaries.append(summary)
+    bar.update(num_steps)
+    if summaries:
+      elbos = [s["train/elbo"] for s in summaries]
+      bar.set_postfix(elbo=f"{np.mean(elbos):.2f}" if len(elbos) == 1 else
+                      f"{min(elbos):.1f}..{max(elbos):.1f}",
+                      steps_per_s=f"{num_steps / seconds:.0f}", refresh=False)
+    every_seconds = config.training.checkpoint_every_seconds
+    if (step - last_save_step >= config.training.checkpoint_every or step == total
+        or (every_seconds and time.monotonic() - last_save_time >= every_seconds)):
+      for r in np.flatnonzero(alive):
+        runs[r].save(_replica(state, r))
+      last_save_step, last_save_time = step, time.monotonic()
+  bar.close()
+  for r in np.flatnonzero(alive):
+    results[r] = report.evaluate_run(runs[r].workdir, trainer.model, configs[r], dataset,
+                                     _replica(state.params, r), progress=config.training.progress)
+  return results
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains the model `config` describes in `workdir` (resuming if it holds a run) and evaluates it.
 
-  Returns the results dict that is also written to workdir/results.json.
+  Returns the results dict that is also written to workdir/results.json. A non-finite value or a
+  divergence raises NonFiniteError / DivergenceError, keeping the last good checkpoint.
   """
-  from elbo_jax import run as run_lib  # workdir bookkeeping: checkpoints, metrics, provenance
-
-  check_config(config)
-  devices = select_devices(config.accelerator.platform)
-  mesh = jax.sharding.Mesh(np.array(devices), ("data",))
-  if config.training.batch_size % len(devices):
-    raise ConfigError(f"training.batch_size={config.training.batch_size} must be divisible by the "
-                      f"number of devices ({len(devices)})")
-  dataset = data_lib.load(config.data)
-  model = build_model(config, dataset)
-  run = run_lib.Run(workdir, config)
-
-  n = len(dataset.train)
-  batch_size = config.training.batch_size
-  steps_per_epoch = n // batch_size
-  if steps_per_epoch < 1:
-    raise ConfigError(f"training.batch_size={batch_size} exceeds the {n} training examples")
-  total_steps = steps_per_epoch * config.training.num_epochs
-  keys = split_seed(config.seed)
-  optimizer = make_optimizer(config.optimizer, steps_per_epoch, total_steps)
-  per_example = objectives.from_config(model, config.objective)
-  beta_fn = objectives.beta_schedule(config.objective.beta,
-                                     config.objective.warmup_epochs * steps_per_epoch)
-  train_step = make_train_step(per_example, optimizer, beta_fn, config.objective.free_bits,
-                               dataset.dynamic, mesh)
-  chunk_fn = make_train_chunk(train_step, keys["train"], batch_size)
-  perm_fn = xla.jit(epoch_permutation, static_argnums=(2,))
-
-  state = create_train_state(model, optimizer, dataset.train[0], keys["init"])
-  state = run.restore(state)
-  train_data = jax.device_put(dataset.train, NamedSharding(mesh, PartitionSpec()))
-  validation = run_lib.eval_data(dataset, dataset.validation, keys["eval"])
-  validate = run_lib.make_validator(model, config, validation)
-
-  step = int(state.step)
-  progress = run_lib.progress_bar(total_steps, step, enabled=config.training.progress)
-  last_checkpoint, perm_epoch = step, None
-  while step < total_steps:
-    epoch, offset, num_steps = chunk_plan(step, steps_per_epoch,
-                                          config.training.steps_per_call, total_steps)
-    if epoch != perm_epoch:
-      perm, perm_epoch = perm_fn(keys["data"], epoch, n), epoch
-    tic = time.perf_counter()
-    new_state, metrics = chunk_fn(state, train_data, perm, offset, num_steps)
-    metrics = jax.device_get(metrics)
-    seconds = time.perf_counter() - tic
-    bad = np.asarray(metrics.pop("nonfinite"))  # [num_steps, len(WATCHED_TERMS)]
-    if bad.any() and config.training.on_nonfinite == "stop":
-      first = int(np.argmax(bad.any(1)))
-      names = [t for t, b in zip(WATCHED_TERMS, bad[first]) if b]
-      run.close()
-      raise NonFiniteError(
-          f"non-finite {', '.join(names)} at step {step + first + 1}; training stopped, the last "
-          f"good checkpoint (step {run.latest_step()}) is kept. Set training.on_nonfinite='skip' "
-          "to skip such updates instead")
-    state, step = new_state, step + num_steps
-    summary = {f"train/{k}": float(np.mean(v)) for k, v in metrics.items()}
-    summary["train/steps_per_sec"] = num_steps / seconds
-    summary["train/skipped_steps"] = int(state.num_skipped)
-    if step % steps_per_epoch == 0 or step == total_steps:
-      summary |= validate(state.params)
-    run.write_metrics(step, summary)
-    progress.update(num_steps, summary)
-    if step - last_checkpoint >= config.training.checkpoint_every or step == total_steps:
-      run.save(state)
-      last_checkpoint = step
-  progress.close()
-  run.close()
-  return run_lib.evaluate_run(workdir, model, config, dataset, state.params,
-                              progress=config.training.progress)
+  return train_group([config], [workdir])[0]
 
 
 def evaluate_workdir(workdir: str, eval_overrides: dict | None = None) -> dict:
   """Re-evaluates the latest checkpoint of a run with the config saved in its workdir."""
-  from elbo_jax import run as run_lib
-
-  config = run_lib.load_config(workdir)
+  path = check_path(workdir)
+  config = config_lib.load(path)
   with config.unlocked():
     config.eval.update(eval_overrides or {})
-  check_config(config)
-  dataset = data_lib.load(config.data)
-  model = build_model(config, dataset)
-  steps_per_epoch = max(1, len(dataset.train) // config.training.batch_size)
-  optimizer = make_optimizer(config.optimizer, steps_per_epoch,
-                             steps_per_epoch * config.training.num_epochs)
-  state = jax.eval_shape(lambda: create_train_state(model, optimizer, dataset.train[0],
-                                                    split_seed(config.seed)["init"]))
-  params = run_lib.restore_params(workdir, state)
-  return run_lib.evaluate_run(workdir, model, config, dataset, params,
-                              progress=config.training.progress)
+  lock = WorkdirLock(path, "evaluation")
+  try:
+    dataset = data_lib.load(config.data)
+    trainer = build_trainer([config], dataset)
+    state = jax.eval_shape(lambda: create_train_state(trainer.model, trainer.optimizer(),
+                                                      dataset.train[0],
+                                                      split_seed(config.seed)["init"]))
+    params = restore_params(path, state)
+    return report.evaluate_run(path, trainer.model, config, dataset, params,
+                               progress=config.training.progress)
+  finally:
+    lock.release()

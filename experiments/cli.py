@@ -6,16 +6,16 @@ from elbo_jax.registry import ConfigError
 
 
 def run_or_exit(fn, *args):
-  """Calls fn(*args); a ConfigError or a non-finite stop exits with its one-line message."""
+  """Calls fn(*args); a ConfigError or a stopped training run exits with its one-line message."""
   from absl import logging
 
-  from elbo_jax.train import NonFiniteError
+  from elbo_jax.train import TrainingStopped
 
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO level
 
   try:
     return fn(*args)
-  except (ConfigError, NonFiniteError) as e:
+  except (ConfigError, TrainingStopped) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 

@@ -12,10 +12,9 @@ import jax
 import numpy as np
 import pytest
 
+from elbo_jax import batching, mesh, train
 from elbo_jax import data as data_lib
-from elbo_jax import objectives, train
-from elbo_jax.build import build_model, check_config
-from elbo_jax.optim import make_optimizer
+from elbo_jax.build import build_trainer
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(
     os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")) if "__init__" not in p)
@@ -41,17 +40,18 @@ def test_config_takes_a_training_step(tmp_path, name):
     config.training.batch_size = 20
     if config.prior.name == "vamp":
       config.prior.num_pseudo_inputs = 10
-  check_config(config)
   dataset = data_lib.load(config.data)
-  model = build_model(config, dataset)
-  optimizer = make_optimizer(config.optimizer, 10, 100)
-  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
-  step = train.make_train_step(objectives.from_config(model, config.objective), optimizer,
-                               objectives.beta_schedule(1.0, 0), 0.0, dataset.dynamic, mesh)
-  state = train.create_train_state(model, optimizer, dataset.train[0], jax.random.key(0))
-  batch = np.asarray(dataset.train[:20])
-  new_state, metrics = jax.jit(step)(state, batch, jax.random.key(1))
-  assert int(new_state.step) == 1 and np.isfinite(metrics["loss"])
+  trainer = build_trainer([config], dataset)
+  state = train.create_train_state(trainer.model, trainer.optimizer(), dataset.train[0],
+                                   jax.random.key(0))
+  hp = train.hyperparameters(config, trainer)
+  stacked = jax.tree.map(lambda a: a[None], (state, hp))
+  bounds = batching.block_bounds(dataset.num_train, 20)
+  blocks, sizes = batching.to_blocks(dataset.train, bounds, trainer.steps_per_epoch)
+  order = batching.epoch_order(hp["data_key"], 0, sizes, trainer.steps_per_epoch)[None]
+  chunk = train.make_train_chunk(trainer, mesh.make_mesh(jax.devices()), 1)
+  new_state, metrics = chunk(*stacked, blocks, order, 0, 1)
+  assert int(new_state.step[0]) == 1 and np.isfinite(metrics["loss"]).all()
   assert not np.asarray(metrics["nonfinite"]).any()
 
 

@@ -235,9 +235,22 @@ def test_free_bits_floor_each_dimensions_batch_kl():
 
 
 def test_kl_warmup_schedule_rises_linearly_to_beta():
-  schedule = ej.beta_schedule(2.0, 100)
-  np.testing.assert_allclose([schedule(0), schedule(50), schedule(100), schedule(500)],
-                             [0.0, 1.0, 2.0, 2.0])
+  steps = jnp.array([0, 50, 100, 500])
+  np.testing.assert_allclose(ej.kl_weight(steps, 2.0, 100), [0.0, 1.0, 2.0, 2.0])
+  np.testing.assert_allclose(ej.kl_weight(steps, 2.0, 0), [2.0] * 4)
+
+
+def test_traced_free_bits_of_zero_give_exactly_the_plain_loss_and_gradient():
+  # Replicas of one vectorised program share the free-bits branch; one with 0 must be unchanged.
+  def terms(scale):
+    return {"log_px_given_z": scale * jnp.array([-10.0, -12.0]),
+            "loss": scale * jnp.array([11.0, 13.0]),
+            "kl_per_dim": scale * jnp.array([[0.1, 2.0], [0.3, 4.0]])}
+  plain = jax.value_and_grad(lambda s: ej.reduce_loss(terms(s), 1.0, 0.0))(1.0)
+  traced = jax.jit(jax.value_and_grad(lambda s, fb: ej.reduce_loss(terms(s), 1.0, fb)))(1.0, 0.0)
+  assert plain == tuple(float(v) for v in traced)
+  with_bits = jax.jit(lambda fb: ej.reduce_loss(terms(1.0), 1.0, fb))(0.5)
+  np.testing.assert_allclose(with_bits, 11.0 + 0.5 + 3.0)
 
 
 def test_flow_posteriors_refuse_estimators_that_need_their_density():

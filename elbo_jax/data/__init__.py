@@ -107,6 +107,10 @@ class Dataset:
     return self.train.shape[1:]
 
   @property
+  def num_train(self) -> int:
+    return len(self.train)
+
+  @property
   def dynamic(self) -> bool:
     """Whether the train step must binarise each batch with `binarize`."""
     return self.preprocessing == "dynamic_binarization"

@@ -1,0 +1,233 @@
+"""A run's workdir: the lock, provenance, checkpoints (orbax) and metrics.
+
+workdir/
+  config.json      the resolved config; a different config in the same workdir is refused once the
+                   run has a checkpoint or results (before that, the new config takes it over)
+  run_info.json    package versions, git commit, seed, command line, devices
+  checkpoints/     orbax checkpoints; orbax writes each into a temporary directory and renames it
+                   when complete, so a run killed mid-save resumes from the last complete one
+  metrics.jsonl, tensorboard/   scalars every `training.steps_per_call` steps
+  failed.json      why training stopped (non-finite values, divergence), when it did
+  results.json, samples.png, ... written by `elbo_jax.report`
+  .lock            held (fcntl) by the process using the workdir; the kernel releases it when that
+                   process dies, so a killed run never leaves it stuck
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.metadata
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import orbax.checkpoint as ocp
+
+from elbo_jax import config as config_lib
+from elbo_jax import io
+from elbo_jax.metrics import METRICS_FILE, TENSORBOARD_DIR, MetricWriter, read_metrics
+from elbo_jax.registry import ConfigError
+
+PACKAGES = ("elbo_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy",
+            "tensorflow-datasets", "ml-collections")
+LOCK_FILE = ".lock"
+FAILED_FILE = "failed.json"
+RESULTS_FILE = "results.json"
+
+
+def git_commit() -> str:
+  try:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                         check=False, cwd=os.path.dirname(os.path.abspath(__file__)))
+    return out.stdout.strip() or "unknown"
+  except (OSError, subprocess.TimeoutExpired):
+    return "unknown"
+
+
+def provenance(config) -> dict:
+  versions = {}
+  for name in PACKAGES:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = None
+  return {"seed": config.seed, "git_commit": git_commit(), "packages": versions,
+          "python": sys.version.split()[0], "platform": platform.platform(),
+          "devices": [str(d) for d in jax.devices()], "command": sys.argv}
+
+
+def check_path(workdir: str) -> str:
+  """The absolute workdir; a ConfigError if the path exists and is not a directory."""
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f"--workdir={workdir!r} is an existing file, not a directory; "
+                      "name a new or existing directory")
+  return path
+
+
+class WorkdirLock:
+  """An exclusive lock on workdir/.lock for as long as this process uses the workdir.
+
+  A second process is refused at once with a one-line error naming the holder (pid, host,
+  command). fcntl locks belong to the process, so the kernel drops one when its holder dies.
+  """
+
+  def __init__(self, workdir: str, purpose: str):
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, LOCK_FILE)
+    self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+      fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.read(self._fd, 4096).decode("utf-8", "replace").strip() or "another process"
+      os.close(self._fd)
+      raise ConfigError(f"--workdir={workdir!r} is in use by {holder}; wait for it to finish or "
+                        "use another --workdir") from None
+    os.ftruncate(self._fd, 0)
+    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
+    os.write(self._fd, f"process {os.getpid()} on {socket.gethostname()} ({purpose}: "
+                       f"{command})\n".encode())
+
+  def release(self) -> None:
+    if self._fd is not None:
+      os.close(self._fd)  # closing the descriptor releases the flock
+      self._fd = None
+
+
+def _checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.join(workdir, "checkpoints"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False))
+
+
+def has_progress(workdir: str) -> bool:
+  """Whether `workdir` holds a complete checkpoint or results (then its config is settled)."""
+  if os.path.exists(os.path.join(workdir, RESULTS_FILE)):
+    return True
+  checkpoints = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints))
+
+
+def check_config_matches(workdir: str, config) -> None:
+  """Refuses (ConfigError) a workdir that holds progress of a different config."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path) or not has_progress(workdir):
+    return
+  differing = config_lib.differences(io.read_json(path), config_lib.to_json(config))
+  if differing:
+    raise ConfigError(f"--workdir={workdir!r} holds a run of a different config (differs in: "
+                      f"{', '.join(differing)}); use a new --workdir")
+
+
+class Run:
+  """The bookkeeping of one training run in `workdir`: call `start` before logging metrics.
+
+  Creating a Run locks the workdir and writes config.json and run_info.json; call it only once
+  the config has been checked against the data (`build.build_trainer`).
+  """
+
+  def __init__(self, workdir: str, config):
+    self.workdir = check_path(workdir)
+    self._lock = WorkdirLock(self.workdir, "training")
+    try:
+      check_config_matches(self.workdir, config)
+      resolved = config_lib.to_json(config)
+      config_path = os.path.join(self.workdir, "config.json")
+      if not os.path.exists(config_path) or config_lib.differences(io.read_json(config_path),
+                                                                   resolved):
+        # No progress yet (checked above): a different config takes the workdir over.
+        io.write_json_atomic(config_path, resolved)
+      io.write_json_atomic(os.path.join(self.workdir, "run_info.json"), provenance(config))
+      self.manager = _checkpoint_manager(self.workdir)
+    except BaseException:
+      self._lock.release()
+      raise
+    self.writer = None
+    self.started = time.perf_counter()
+
+  def checkpoint_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def start(self, state, step=None):
+    """Restores checkpoint `step` (default the latest) into `state`'s structure, or starts afresh.
+
+    Checkpoints after `step` are deleted. What was logged after it (or everything, on a fresh
+    start, e.g. by a run killed before its first checkpoint) is dropped from metrics.jsonl, and
+    TensorBoard hides it, so no curve shows a step twice.
+    """
+    step = self.latest_step() if step is None else step
+    for later in self.checkpoint_steps():
+      if step is None or later > step:
+        self.manager.delete(later)
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(os.path.join(self.workdir, FAILED_FILE))
+    if step is None:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(self.workdir, METRICS_FILE))
+      shutil.rmtree(os.path.join(self.workdir, TENSORBOARD_DIR), ignore_errors=True)
+      self.writer = MetricWriter(self.workdir)
+      return state
+    restored = restore_step(self.manager, step, state)
+    kept = [r for r in read_metrics(self.workdir) if r["step"] <= step] if os.path.exists(
+        os.path.join(self.workdir, METRICS_FILE)) else []
+    io.write_text_atomic(os.path.join(self.workdir, METRICS_FILE),
+                         "".join(io.json_line(r) for r in kept))
+    self.writer = MetricWriter(self.workdir, purge_step=step + 1)
+    return restored
+
+  def save(self, state):
+    step = int(state.step)
+    if self.manager.latest_step() != step:
+      self.manager.save(step, args=ocp.args.StandardSave(state))
+      self.manager.wait_until_finished()
+
+  def write_metrics(self, step: int, scalars: dict):
+    self.writer.write_scalars(step, scalars)
+
+  def fail(self, message: str, step: int) -> None:
+    """Records why training stopped, for the user and for sweeps (which then skip the run)."""
+    io.write_json_atomic(os.path.join(self.workdir, FAILED_FILE),
+                         {"step": step, "error": message,
+                          "last_checkpoint": self.latest_step()})
+
+  def close(self):
+    if self.writer is not None:
+      self.writer.close()
+    self.manager.close()
+    self._lock.release()
+
+
+def restore_step(manager, step: int, state):
+  """Checkpoint `step` restored into `state`'s structure (arrays or shape structs).
+
+  `state` gives the structure, shapes and dtypes to restore into, and the arrays their
+  shardings. Shape structs without one are restored onto this process's first device, whatever
+  devices wrote the checkpoint: a run trained on two devices evaluates on one.
+  """
+  first_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+  def abstract(leaf):
+    struct = ocp.utils.to_shape_dtype_struct(leaf)
+    if getattr(struct, "sharding", None) is None:
+      struct = jax.ShapeDtypeStruct(struct.shape, struct.dtype, sharding=first_device)
+    return struct
+
+  return manager.restore(step, args=ocp.args.StandardRestore(jax.tree.map(abstract, state)))
+
+
+def restore_params(workdir: str, state):
+  """The parameters of the latest checkpoint in `workdir`, restored into `state`'s structure."""
+  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
+  step = manager.latest_step()
+  if step is None:
+    raise ConfigError(f"--workdir={workdir!r} holds no complete checkpoint")
+  return restore_step(manager, step, state).params
