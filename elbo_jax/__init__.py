@@ -8,13 +8,23 @@
 
 from elbo_jax import distributions, likelihoods, models, posteriors, priors
 from elbo_jax.evaluation import importance_log_likelihood
-from elbo_jax.objectives import batched, beta_elbo, beta_schedule, elbo, iwae, reduce_loss
+from elbo_jax.objectives import (
+    batched,
+    beta_elbo,
+    beta_schedule,
+    ciwae,
+    elbo,
+    iwae,
+    miwae,
+    piwae,
+    reduce_loss,
+)
 from elbo_jax.registry import ConfigError
 from elbo_jax.vae import VAE
 
 __all__ = [
-    "VAE", "ConfigError", "batched", "beta_elbo", "beta_schedule", "distributions", "elbo",
-    "importance_log_likelihood", "iwae", "likelihoods", "models", "posteriors", "priors",
-    "reduce_loss",
+    "VAE", "ConfigError", "batched", "beta_elbo", "beta_schedule", "ciwae", "distributions", "elbo",
+    "importance_log_likelihood", "iwae", "likelihoods", "miwae", "models", "piwae", "posteriors",
+    "priors", "reduce_loss",
 ]
 __version__ = "0.1.0"

@@ -15,7 +15,7 @@ from elbo_jax.objectives import OBJECTIVES
 from elbo_jax.optim import OPTIMIZERS, SCHEDULES
 from elbo_jax.posteriors import POSTERIORS
 from elbo_jax.priors import PRIORS
-from elbo_jax.registry import ConfigError, positive_int
+from elbo_jax.registry import ConfigError, positive_int, unit_interval
 from elbo_jax.vae import VAE
 
 PLATFORMS = ("auto", "cpu", "gpu", "tpu")
@@ -31,7 +31,8 @@ def check_config(config) -> None:
       (SCHEDULES, config.optimizer.schedule),
   ]:
     registry.get(name)
-  for field in ("model.latent_dim", "objective.num_samples", "training.batch_size",
+  for field in ("model.latent_dim", "objective.num_samples", "objective.num_averages",
+                "training.batch_size",
                 "training.num_epochs", "training.steps_per_call", "training.checkpoint_every",
                 "eval.num_samples", "eval.chunk_size", "eval.batch_size", "eval.repeats",
                 "eval.elbo_samples"):
@@ -43,6 +44,7 @@ def check_config(config) -> None:
   if config.accelerator.platform not in PLATFORMS:
     raise ConfigError(f"accelerator.platform={config.accelerator.platform!r} is not known; "
                       f"allowed values: {', '.join(PLATFORMS)}")
+  unit_interval("objective.ciwae_beta", config.objective.ciwae_beta)
   if config.objective.beta < 0 or config.objective.free_bits < 0:
     raise ConfigError("objective.beta and objective.free_bits must be non-negative")
 
