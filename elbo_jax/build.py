@@ -11,7 +11,7 @@ import jax
 from elbo_jax import data as data_lib
 from elbo_jax.likelihoods import LIKELIHOODS
 from elbo_jax.models import ENCODER_DECODER_MODELS, MODELS
-from elbo_jax.objectives import OBJECTIVES
+from elbo_jax.objectives import ESTIMATORS, OBJECTIVES
 from elbo_jax.optim import OPTIMIZERS, SCHEDULES
 from elbo_jax.posteriors import POSTERIORS
 from elbo_jax.priors import PRIORS
@@ -44,6 +44,9 @@ def check_config(config) -> None:
   if config.accelerator.platform not in PLATFORMS:
     raise ConfigError(f"accelerator.platform={config.accelerator.platform!r} is not known; "
                       f"allowed values: {', '.join(PLATFORMS)}")
+  if config.objective.estimator not in ESTIMATORS:
+    raise ConfigError(f"objective.estimator={config.objective.estimator!r} is not known; "
+                      f"allowed values: {', '.join(ESTIMATORS)}")
   unit_interval("objective.ciwae_beta", config.objective.ciwae_beta)
   if config.objective.beta < 0 or config.objective.free_bits < 0:
     raise ConfigError("objective.beta and objective.free_bits must be non-negative")
