@@ -8,13 +8,14 @@
 
 from elbo_jax import distributions, likelihoods, models, posteriors, priors
 from elbo_jax.evaluation import importance_log_likelihood
-from elbo_jax.objectives import batched, beta_elbo, elbo, iwae, kl_weight, reduce_loss
+from elbo_jax.objectives import (batched, beta_elbo, ciwae, elbo, iwae, kl_weight, miwae, piwae,
+                                 reduce_loss)
 from elbo_jax.registry import ConfigError
 from elbo_jax.vae import VAE
 
 __all__ = [
-    "VAE", "ConfigError", "batched", "beta_elbo", "distributions", "elbo",
-    "importance_log_likelihood", "iwae", "kl_weight", "likelihoods", "models", "posteriors",
-    "priors", "reduce_loss",
+    "VAE", "ConfigError", "batched", "beta_elbo", "ciwae", "distributions", "elbo",
+    "importance_log_likelihood", "iwae", "kl_weight", "likelihoods", "miwae", "models", "piwae",
+    "posteriors", "priors", "reduce_loss",
 ]
 __version__ = "0.1.0"

@@ -24,7 +24,7 @@ from elbo_jax.models import ENCODER_DECODER_MODELS, MODELS
 from elbo_jax.optim import OPTIMIZERS, SCHEDULES, make_optimizer
 from elbo_jax.posteriors import POSTERIORS
 from elbo_jax.priors import PRIORS
-from elbo_jax.registry import ConfigError, positive_int
+from elbo_jax.registry import ConfigError, positive_int, unit_interval
 from elbo_jax.vae import VAE
 
 NONFINITE_POLICIES = ("stop", "skip")
@@ -53,8 +53,8 @@ def check_config(config) -> None:
       (SCHEDULES, config.optimizer.schedule),
   ]:
     registry.get(name)
-  for field in ("model.latent_dim", "objective.num_samples", "training.batch_size",
-                "training.num_epochs", "training.steps_per_call", "training.checkpoint_every",
+  for field in ("model.latent_dim", "objective.num_samples", "objective.num_averages",
+                "training.batch_size", "training.num_epochs", "training.steps_per_call", "training.checkpoint_every",
                 "eval.num_samples", "eval.chunk_size", "eval.batch_size", "eval.repeats",
                 "eval.elbo_samples", "accelerator.replica_parallelism"):
     section, key = field.split(".")
@@ -72,6 +72,7 @@ def check_config(config) -> None:
   _one_of("accelerator.platform", config.accelerator.platform, PLATFORMS)
   _one_of("objective.kl", config.objective.kl, objectives.KL_MODES)
   _one_of("objective.estimator", config.objective.estimator, objectives.ESTIMATORS)
+  unit_interval("objective.ciwae_beta", config.objective.ciwae_beta)
 
 
 def build_likelihood(config, data_shape):

@@ -52,9 +52,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.posterior.hidden = 200          # iaf only: MADE hidden units
 
   c.objective = ml_collections.ConfigDict()
-  c.objective.name = "elbo"         # elbo | beta_elbo | iwae
-  c.objective.num_samples = 1       # S for the ELBO, K for IWAE
-  c.objective.estimator = "reparam"  # iwae only: reparam | stl | dreg
+  c.objective.name = "elbo"         # elbo | beta_elbo | iwae | miwae | ciwae | piwae
+  c.objective.num_samples = 1       # S for the ELBO, K for IWAE (and per group for MIWAE, PIWAE)
+  c.objective.num_averages = 1      # miwae, piwae only: M, the number of groups of K samples
+  c.objective.ciwae_beta = 0.5      # ciwae only: the ELBO's weight in beta*ELBO + (1-beta)*IWAE
+  c.objective.estimator = "reparam"  # importance-weighted only: reparam | stl | dreg
   c.objective.kl = "auto"           # auto | analytic | mc
   c.objective.beta = 1.0
   c.objective.warmup_epochs = 0     # KL warm-up: beta rises linearly from 0 over this many epochs

@@ -1,16 +1,23 @@
-"""Per-example variational objectives: ELBO, beta-ELBO and the IWAE bound.
+"""Per-example variational objectives: ELBO, beta-ELBO, IWAE and its variants MIWAE, CIWAE, PIWAE.
+
+MIWAE(M, K) averages M IWAE_K bounds, CIWAE(beta) mixes the ELBO and IWAE_K, PIWAE(M, K) trains the
+inference network on MIWAE(M, K) and the generative one on IWAE(M*K) (Rainforth et al. 2018).
 
 Each constructor takes a model that follows the protocol in `elbo_jax.vae` and returns
 `f(params, x, key, beta=1.0) -> terms` for ONE example x (no batch axis): a pure function that
 `jax.vmap`, `jax.jit` and `jax.grad` compose with. `terms` is a flat dict of named scalars (nats):
 
-  bound           the objective's value: ELBO, or the IWAE_K bound (what `loss` is a surrogate for)
+  bound           the objective's value: ELBO, IWAE_K, MIWAE, CIWAE (what `loss` is a surrogate for),
+                  or for PIWAE IWAE(M*K)
+  iwae            importance-weighted objectives only: IWAE over all their samples
   elbo            the ELBO estimate:          E_q[log p(x|z)] - KL(q(z|x) || p(z))
   log_px_given_z  the reconstruction term:    E_q[log p(x|z)]
   kl              the KL term (analytic where a closed form exists, else Monte Carlo)
-  loss            what training minimises:    -(log_px_given_z - beta * kl), or the IWAE surrogate
+  loss            what training minimises:    -(log_px_given_z - beta * kl), or for the
+                  importance-weighted ones -bound in value with the chosen estimator's gradient
   kl_per_dim      [D], when the KL is analytic and factorises over latent dimensions
-  log_weights     [K], iwae only: log p(x, z_k) - log q(z_k | x)
+  log_weights     [N], importance-weighted only: log p(x, z_n) - log q(z_n | x), N = K or M*K
+  miwae           piwae only: MIWAE(M, K), the bound the inference network ascends
 
 `reduce_loss` is the one place where per-example terms become the batch loss (and where free bits,
 which act on the batch-averaged KL per dimension, are applied).
@@ -25,8 +32,8 @@ import jax
 import jax.numpy as jnp
 
 from elbo_jax import xla
-from elbo_jax.registry import ConfigError, Registry, positive_int
-from elbo_jax.vae import VAE
+from elbo_jax.registry import ConfigError, Registry, positive_int, unit_interval
+from elbo_jax.vae import VAE, merge_params, split_params
 
 PerExample = Callable[..., dict]
 ESTIMATORS = ("reparam", "stl", "dreg")
@@ -110,6 +117,93 @@ def beta_elbo(model, *, beta: float, **kwargs) -> PerExample:
   return elbo(model, beta=beta, **kwargs)
 
 
+def _check_estimator(model, estimator: str) -> None:
+  if estimator not in ESTIMATORS:
+    raise ConfigError(
+        f"objective.estimator={estimator!r} is not known; allowed values: {', '.join(ESTIMATORS)}"
+    )
+  if estimator != "reparam" and getattr(model, "has_flow_posterior", False):
+    raise ConfigError(
+        f"objective.estimator={estimator!r} needs log q(z|x) at arbitrary z, which flows do not "
+        "give; use a Gaussian posterior or objective.estimator='reparam'"
+    )
+
+
+def _log_weights(m, x, z, q, log_q, estimator: str):
+  """log w = log p(x|z) + log p(z) - log q(z|x) at z: [N, D]; returns log w, log p(x|z) and
+  log q - log p(z), each [N]."""
+  log_px_given_z = m.likelihood_log_prob(z, x)
+  log_pz = m.prior_log_prob(z)
+  if estimator != "reparam":
+    # Stopping q's parameters (not z) drops the score term d log q / d phi, whose mean is zero.
+    log_q = m.posterior_log_prob(z, jax.lax.stop_gradient(q))
+  return log_px_given_z + log_pz - log_q, log_px_given_z, log_q - log_pz
+
+
+def _grouped_bound(log_w, num_averages: int):
+  """MIWAE: (1/M) sum_m log (1/K) sum_k w_mk, log_w: [M*K] read as M groups of K."""
+  groups = log_w.reshape(num_averages, -1)  # [M, K]
+  return jax.nn.logsumexp(groups, axis=-1).mean() - math.log(groups.shape[-1])
+
+
+def _weigh(m, x, key, num_averages: int, num_samples: int, estimator: str) -> dict:
+  """M*K samples of q(z|x), drawn exactly as IWAE(M*K) draws them from `key`, and their weights.
+
+  Returns log_w, log_px_given_z, kl: [M*K] and `surrogate`, a scalar whose gradient is the
+  `estimator` gradient of MIWAE(M, K) (its value is the bound for reparam and stl only).
+  """
+  q = m.encode(x)
+  z, log_q = m.sample_posterior(q, key, num_averages * num_samples)  # [M*K, D], [M*K]
+  log_w, log_px_given_z, kl = _log_weights(m, x, z, q, log_q, estimator)
+  out = {"log_w": log_w, "log_px_given_z": log_px_given_z, "kl": kl}
+  if estimator != "dreg":
+    return out | {"surrogate": _grouped_bound(log_w, num_averages)}
+  # Normalised weights within each group: MIWAE's gradient is the mean of its groups' gradients.
+  w = jax.nn.softmax(log_w.reshape(num_averages, -1), axis=-1).reshape(-1)  # [M*K]
+  w = jax.lax.stop_gradient(w)
+  # Same value as z, but the cotangent reaching z_k is scaled by w_k: with the outer weights
+  # w_k this gives w_k^2 on the encoder path and w_k on the generative parameters.
+  z_scaled = jax.lax.stop_gradient(z) + w[:, None] * (z - jax.lax.stop_gradient(z))
+  log_w_scaled = _log_weights(m, x, z_scaled, q, log_q, estimator)[0]
+  return out | {"surrogate": jnp.sum(w * log_w_scaled) / num_averages}
+
+
+def _loss(surrogate, bound):
+  """The value of -bound with the gradient of -surrogate."""
+  return -(surrogate - jax.lax.stop_gradient(surrogate) + jax.lax.stop_gradient(bound))
+
+
+def _terms(weighed: dict, bound, loss) -> dict:
+  log_w = weighed["log_w"]
+  return {
+      "bound": bound,
+      "iwae": jax.nn.logsumexp(log_w) - math.log(log_w.shape[0]),
+      "elbo": log_w.mean(),
+      "log_px_given_z": weighed["log_px_given_z"].mean(),
+      "kl": weighed["kl"].mean(),
+      "loss": loss,
+      "log_weights": log_w,
+  }
+
+
+def _importance_model(model, likelihood, prior, posterior, num_averages, num_samples, estimator):
+  model = assemble(model, likelihood, prior, posterior)
+  positive_int("objective.num_averages", num_averages)
+  positive_int("objective.num_samples", num_samples)
+  _check_estimator(model, estimator)
+  return model
+
+
+def _without_beta(model, terms_fn) -> PerExample:
+  def per_example(params, x, key, beta=1.0):
+    del beta  # Importance-weighted bounds have no KL weight.
+    with xla.fast_random_bits():
+      return model.apply(params, x, key, method=terms_fn)
+
+  per_example.model = model
+  return per_example
+
+
 def iwae(model, *, likelihood=None, prior=None, posterior=None, num_samples: int = 5,
          estimator: str = "reparam") -> PerExample:
   """The importance-weighted bound log (1/K) sum_k p(x, z_k) / q(z_k|x) (Burda et al. 2015).
@@ -124,58 +218,85 @@ def iwae(model, *, likelihood=None, prior=None, posterior=None, num_samples: int
       "dreg": doubly reparameterised (Tucker et al. 2019): encoder gradient
         sum_k w_k^2 d log w_k / dz_k dz_k/dphi, generative gradient sum_k w_k grad log w_k
         (w normalised weights). Both need log q at arbitrary z, so Gaussian posteriors only.
-  The value is the same for all three; only the gradient differs.
+  The value is the same for all three; only the gradient differs. IWAE(K) is MIWAE(1, K).
   """
-  model = assemble(model, likelihood, prior, posterior)
-  positive_int("objective.num_samples", num_samples)
-  if estimator not in ESTIMATORS:
-    raise ConfigError(
-        f"objective.estimator={estimator!r} is not known; allowed values: {', '.join(ESTIMATORS)}"
-    )
-  if estimator != "reparam" and getattr(model, "has_flow_posterior", False):
-    raise ConfigError(
-        f"objective.estimator={estimator!r} needs log q(z|x) at arbitrary z, which flows do not "
-        "give; use a Gaussian posterior or objective.estimator='reparam'"
-    )
-  log_k = math.log(num_samples)
+  return miwae(model, likelihood=likelihood, prior=prior, posterior=posterior, num_averages=1,
+               num_samples=num_samples, estimator=estimator)
 
-  def log_weights_fn(m, x, z, q, log_q):
-    log_px_given_z = m.likelihood_log_prob(z, x)
-    log_pz = m.prior_log_prob(z)
-    if estimator != "reparam":
-      # Stopping q's parameters (not z) drops the score term d log q / d phi, whose mean is zero.
-      log_q = m.posterior_log_prob(z, jax.lax.stop_gradient(q))
-    return log_px_given_z + log_pz - log_q, log_px_given_z, log_q - log_pz
+
+def miwae(model, *, likelihood=None, prior=None, posterior=None, num_averages: int = 1,
+          num_samples: int = 5, estimator: str = "reparam") -> PerExample:
+  """MIWAE(M, K) = (1/M) sum_m log (1/K) sum_k w_mk (Rainforth et al. 2018): M IWAE_K bounds
+  averaged, from M*K samples drawn as IWAE(M*K) draws them from the same key.
+
+  `estimator` as for `iwae`, applied within each group (DReG normalises w over a group's K).
+  `bound` is MIWAE(M, K); `iwae` is IWAE(M*K) of the same samples.
+  """
+  model = _importance_model(model, likelihood, prior, posterior, num_averages, num_samples,
+                            estimator)
 
   def terms_fn(m, x, key):
-    q = m.encode(x)
-    z, log_q = m.sample_posterior(q, key, num_samples)  # [K, D], [K]
-    log_w, log_px_given_z, kl_k = log_weights_fn(m, x, z, q, log_q)
-    bound = jax.nn.logsumexp(log_w) - log_k
-    if estimator == "dreg":
-      w = jax.lax.stop_gradient(jax.nn.softmax(log_w))  # [K]
-      # Same value as z, but the cotangent reaching z_k is scaled by w_k: with the outer weights
-      # w_k this gives w_k^2 on the encoder path and w_k on the generative parameters.
-      z_scaled = jax.lax.stop_gradient(z) + w[:, None] * (z - jax.lax.stop_gradient(z))
-      surrogate = jnp.sum(w * log_weights_fn(m, x, z_scaled, q, log_q)[0])
-      # The value of -bound with the gradient of the surrogate alone.
-      loss = -(surrogate - jax.lax.stop_gradient(surrogate) + jax.lax.stop_gradient(bound))
-    else:
-      loss = -bound
-    return {
-        "bound": bound,
-        "iwae": bound,
-        "elbo": log_w.mean(),
-        "log_px_given_z": log_px_given_z.mean(),
-        "kl": kl_k.mean(),
-        "loss": loss,
-        "log_weights": log_w,
-    }
+    weighed = _weigh(m, x, key, num_averages, num_samples, estimator)
+    bound = _grouped_bound(weighed["log_w"], num_averages)
+    return _terms(weighed, bound, _loss(weighed["surrogate"], bound))
+
+  return _without_beta(model, terms_fn)
+
+
+def ciwae(model, *, likelihood=None, prior=None, posterior=None, num_samples: int = 5,
+          ciwae_beta: float = 0.5, estimator: str = "reparam") -> PerExample:
+  """CIWAE(beta) = beta * ELBO + (1 - beta) * IWAE_K from the same K samples (Rainforth et al.
+  2018); the ELBO here is the mean of the K log-weights.
+
+  `estimator` as for `iwae`; with "dreg" the ELBO part gets DReG's K = 1 case, sticking the
+  landing. `bound` is CIWAE(beta); `iwae` and `elbo` are its two parts.
+  """
+  model = _importance_model(model, likelihood, prior, posterior, 1, num_samples, estimator)
+  unit_interval("objective.ciwae_beta", ciwae_beta)
+
+  def terms_fn(m, x, key):
+    weighed = _weigh(m, x, key, 1, num_samples, estimator)
+    elbo_k = weighed["log_w"].mean()
+    bound = ciwae_beta * elbo_k + (1.0 - ciwae_beta) * _grouped_bound(weighed["log_w"], 1)
+    surrogate = ciwae_beta * elbo_k + (1.0 - ciwae_beta) * weighed["surrogate"]
+    return _terms(weighed, bound, _loss(surrogate, bound))
+
+  return _without_beta(model, terms_fn)
+
+
+def piwae(model, *, likelihood=None, prior=None, posterior=None, num_averages: int = 1,
+          num_samples: int = 5, estimator: str = "reparam") -> PerExample:
+  """PIWAE(M, K) (Rainforth et al. 2018): from the same M*K samples, the inference network ascends
+  MIWAE(M, K) (with `estimator`, as in `miwae`) and the generative network IWAE(M*K).
+
+  The parts are told apart by `elbo_jax.vae.split_params`. The log-weights are evaluated twice,
+  once with the generative parameters stopped and once with the inference ones stopped, so this
+  costs two passes (three with dreg). `bound` is IWAE(M*K); `miwae` is MIWAE(M, K).
+  """
+  model = _importance_model(model, likelihood, prior, posterior, num_averages, num_samples,
+                            estimator)
+  if not hasattr(model, "inference_modules"):
+    raise ConfigError("objective.name='piwae' needs a model that names its inference_modules and "
+                      "generative_modules (see elbo_jax.vae)")
+
+  def inference_fn(m, x, key):
+    return _weigh(m, x, key, num_averages, num_samples, estimator)
+
+  def generative_fn(m, x, key):
+    # With q's parameters stopped every estimator gives the generative network the same gradient.
+    return _weigh(m, x, key, 1, num_averages * num_samples, "reparam")
 
   def per_example(params, x, key, beta=1.0):
-    del beta  # The IWAE bound has no KL weight.
+    del beta  # Importance-weighted bounds have no KL weight.
+    inference, generative = split_params(model, params)
+    stop = jax.lax.stop_gradient
     with xla.fast_random_bits():
-      return model.apply(params, x, key, method=terms_fn)
+      q_side = model.apply(merge_params(inference, stop(generative)), x, key, method=inference_fn)
+      p_side = model.apply(merge_params(stop(inference), generative), x, key, method=generative_fn)
+    bound = _grouped_bound(p_side["log_w"], 1)
+    # Each surrogate reaches only its own parameters, so the sum gives each part its own gradient.
+    loss = _loss(q_side["surrogate"] + p_side["surrogate"], bound)
+    return _terms(p_side, bound, loss) | {"miwae": _grouped_bound(p_side["log_w"], num_averages)}
 
   per_example.model = model
   return per_example
@@ -227,16 +348,31 @@ OBJECTIVES: Registry = Registry("objective.name")
 OBJECTIVES.register("elbo")(elbo)
 OBJECTIVES.register("beta_elbo")(beta_elbo)
 OBJECTIVES.register("iwae")(iwae)
+OBJECTIVES.register("miwae")(miwae)
+OBJECTIVES.register("ciwae")(ciwae)
+OBJECTIVES.register("piwae")(piwae)
+IMPORTANCE_WEIGHTED = ("iwae", "miwae", "ciwae", "piwae")
+AVERAGED = ("miwae", "piwae")
 
 
 def from_config(model, cfg) -> PerExample:
   """Builds the per-example objective named by an `objective` ConfigDict."""
   build = OBJECTIVES.get(cfg.name)
-  if cfg.name == "iwae":
-    return build(model, num_samples=cfg.num_samples, estimator=cfg.estimator)
+  positive_int("objective.num_averages", cfg.num_averages)
+  if cfg.num_averages != 1 and cfg.name not in AVERAGED:
+    raise ConfigError(
+        f"objective.num_averages={cfg.num_averages!r} applies to objective.name in: "
+        f"{', '.join(AVERAGED)}; use objective.num_averages=1"
+    )
+  options = {"miwae": {"num_averages": cfg.num_averages},
+             "piwae": {"num_averages": cfg.num_averages},
+             "ciwae": {"ciwae_beta": cfg.ciwae_beta}}
+  if cfg.name in IMPORTANCE_WEIGHTED:
+    return build(model, num_samples=cfg.num_samples, estimator=cfg.estimator,
+                 **options.get(cfg.name, {}))
   if cfg.estimator != "reparam":
     raise ConfigError(
-        f"objective.estimator={cfg.estimator!r} applies to objective.name='iwae' only; "
-        "use objective.estimator='reparam'"
+        f"objective.estimator={cfg.estimator!r} applies to objective.name in: "
+        f"{', '.join(IMPORTANCE_WEIGHTED)}; use objective.estimator='reparam'"
     )
   return build(model, num_samples=cfg.num_samples, kl=cfg.kl, beta=cfg.beta)

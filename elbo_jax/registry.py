@@ -55,3 +55,10 @@ def positive_int(field: str, value: Any) -> int:
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
     raise ConfigError(f"{field}={value!r} must be a positive integer")
   return value
+
+
+def unit_interval(field: str, value: Any) -> float:
+  """Returns `value` if it is a number in [0, 1], else raises a ConfigError naming `field`."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+    raise ConfigError(f"{field}={value!r} must be a number in [0, 1]")
+  return value

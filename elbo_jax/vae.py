@@ -13,6 +13,10 @@ Protocol (x: one example, [*data_shape]; D latents; S samples):
   likelihood_log_prob(z, x) -> [...]     log p(x|z), summed over the data dimensions
   kl_analytic(q) -> (kl, kl_per_dim)     closed-form KL(q || p); `has_analytic_kl` says if it exists
   decode(z) -> raw likelihood parameters; sample_prior(key, n) -> z: [n, D]
+  inference_modules, generative_modules   names of the top-level submodules (keys of
+                                         params["params"]) holding q's and p's parameters;
+                                         `split_params` partitions a params or gradient pytree
+                                         by them (PIWAE and the gradient SNR use it)
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ class VAE(nn.Module):
   likelihood: nn.Module
   prior: nn.Module
   posterior: nn.Module
+
+  # VampPrior pseudo-inputs live in the prior, so they are generative even though p(z) evaluates
+  # the encoder at them.
+  inference_modules = ("encoder", "posterior")
+  generative_modules = ("decoder", "likelihood", "prior")
 
   @property
   def latent_dim(self) -> int:
@@ -110,3 +119,27 @@ class VAE(nn.Module):
         [self.posterior.sample(jax.tree.map(lambda a: a[i], q_u), keys[i], 1)[0][0]
          for i in range(num_samples)]
     )
+
+
+def split_params(model, params) -> tuple[dict, dict]:
+  """A params (or gradient) pytree -> (inference, generative), by the model's named submodules.
+
+  Both parts keep every collection of `params` and hold only their own top-level submodules;
+  `merge_params` undoes the split. A submodule named in neither list is an error, so a new
+  component cannot fall silently on one side.
+  """
+  inference, generative = set(model.inference_modules), set(model.generative_modules)
+  parts = ({}, {})
+  for collection, tree in params.items():
+    unnamed = sorted(set(tree) - inference - generative)
+    if unnamed:
+      raise ValueError(f"{type(model).__name__} puts the submodules {unnamed} in neither "
+                       "inference_modules nor generative_modules")
+    parts[0][collection] = {k: v for k, v in tree.items() if k in inference}
+    parts[1][collection] = {k: v for k, v in tree.items() if k in generative}
+  return parts
+
+
+def merge_params(inference: dict, generative: dict) -> dict:
+  """The params pytree that `split_params` split into `inference` and `generative`."""
+  return {collection: inference[collection] | generative[collection] for collection in inference}

@@ -60,6 +60,10 @@ class TwoLayerVAE(nn.Module):
   latent2: int = 50
   activation: str = "tanh"
 
+  # See the protocol in `elbo_jax.vae`: q(z1|x), q(z2|z1) infer; p(z1|z2) and the decoder generate.
+  inference_modules = ("q_z1", "q_z2")
+  generative_modules = ("p_z1", "decoder_mlp", "decoder_out", "likelihood")
+
   def setup(self):
     self.q_z1 = GaussianHead(self.hidden1, self.latent1, self.activation)
     self.q_z2 = GaussianHead(self.hidden2, self.latent2, self.activation)
