@@ -128,12 +128,16 @@ def flatten(d: dict, prefix: str = "") -> dict:
   return out
 
 
-def differences(a: dict, b: dict, ignore=NON_IDENTITY_FIELDS) -> list[str]:
-  """The "section.field" names whose values differ between two JSON configs, minus `ignore`d ones
-  (a name in `ignore` covers its whole section)."""
-  fa, fb = flatten(a), flatten(b)
+def identity(config_json: dict, ignore=NON_IDENTITY_FIELDS) -> dict:
+  """The flattened JSON config without the `ignore`d fields (a name covers its whole section)."""
   ignored = lambda k: any(k == f or k.startswith(f + ".") for f in ignore)
-  return sorted(k for k in fa.keys() | fb.keys() if not ignored(k) and fa.get(k) != fb.get(k))
+  return {k: v for k, v in flatten(config_json).items() if not ignored(k)}
+
+
+def differences(a: dict, b: dict, ignore=NON_IDENTITY_FIELDS) -> list[str]:
+  """The "section.field" names whose values differ between two JSON configs, minus `ignore`d ones."""
+  fa, fb = identity(a, ignore), identity(b, ignore)
+  return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
 
 
 def load(workdir: str) -> ml_collections.ConfigDict:

@@ -101,7 +101,7 @@ def log_likelihood(model, params, data, key, *, num_samples=5000, chunk_size=500
   "per_example": [N] of the first repeat}.
   """
   positive_int("eval.repeats", repeats)
-  fn = importance_log_likelihood(model, num_samples=num_samples, chunk_size=chunk_size)
+  fn = _cached_log_likelihood(model, num_samples, chunk_size)
   runs = [
       map_dataset(fn, params, data, jax.random.fold_in(key, r), batch_size=batch_size,
                   progress=progress, fast=fast)
@@ -112,8 +112,14 @@ def log_likelihood(model, params, data, key, *, num_samples=5000, chunk_size=500
           "per_example": runs[0]}
 
 
-def posterior_means(model, params, data, key, *, batch_size=100, num_samples=1000) -> np.ndarray:
-  """E_q(z|x)[z] for every example: [N, D]; exact for Gaussian posteriors, Monte Carlo otherwise."""
+@functools.lru_cache(maxsize=32)
+def _cached_log_likelihood(model, num_samples: int, chunk_size: int):
+  # One function object per (model, K, chunk), so evaluating many runs of one model compiles once.
+  return importance_log_likelihood(model, num_samples=num_samples, chunk_size=chunk_size)
+
+
+@functools.lru_cache(maxsize=32)
+def _posterior_mean_fn(model, num_samples: int):
   exact = getattr(model, "posterior", None) is not None and model.posterior.family != "flow"
 
   def mean_fn(m, x, key):
@@ -122,7 +128,12 @@ def posterior_means(model, params, data, key, *, batch_size=100, num_samples=100
       return q["mean"]
     return m.sample_posterior(q, key, num_samples)[0].mean(0)
 
-  return map_dataset(lambda p, x, k: model.apply(p, x, k, method=mean_fn), params, data, key,
+  return lambda p, x, k: model.apply(p, x, k, method=mean_fn)
+
+
+def posterior_means(model, params, data, key, *, batch_size=100, num_samples=1000) -> np.ndarray:
+  """E_q(z|x)[z] for every example: [N, D]; exact for Gaussian posteriors, Monte Carlo otherwise."""
+  return map_dataset(_posterior_mean_fn(model, num_samples), params, data, key,
                      batch_size=batch_size)
 
 

@@ -118,7 +118,7 @@ def training_curves(records: Sequence[dict], path, title=None):
   axes[-1].set_xlabel("step")
   if title:
     fig.suptitle(title)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def results_plot(
@@ -160,7 +160,7 @@ def results_plot(
   if title:
     ax.set_title(title)
   ax.grid(alpha=0.3)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def _check_images(images, name):
@@ -195,7 +195,7 @@ def _save_grid(grid, path, title):
   ax.set_axis_off()
   if title:
     fig.text(0.5, 1 - 0.5 * title_px / fig_h, title, ha="center", va="center", fontsize=9)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def _series(records, key):
@@ -204,7 +204,7 @@ def _series(records, key):
   return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
 
 
-def _save(fig, path):
+def save_figure(fig, path):
   path = os.fspath(path)
   with atomic_writer(path, "wb") as f:
     fig.savefig(f, format="png", dpi=_DPI)

@@ -50,29 +50,46 @@ def make_validator(model, config, validation: np.ndarray):
   return validate
 
 
+@functools.lru_cache(maxsize=8)
+def _image_fns(model):
+  """Jitted decode / prior-sample / reconstruct for `model`: compiled once, not op by op per run."""
+  decode = jax.jit(lambda params, z: model.apply(
+      params, z, method=lambda m, z: m.likelihood.mean(m.decode(z))))
+  sample = jax.jit(lambda params, key, n: model.apply(
+      params, key, n, method=lambda m, k, n: m.sample_prior(k, n)), static_argnums=2)
+
+  def posterior_sample(params, x, key):
+    return model.apply(params, x, key,
+                       method=lambda m, x, k: m.sample_posterior(m.encode(x), k, 1)[0][0])
+
+  encode = jax.jit(jax.vmap(posterior_sample, in_axes=(None, 0, 0)))
+  return decode, sample, encode
+
+
 def decode_mean(model, params, z):
   """The likelihood's mean image for latents z: [n, D] -> [n, *data_shape], scaled to [0, 1]."""
-  images = model.apply(params, z, method=lambda m, z: m.likelihood.mean(m.decode(z)))
+  images = _image_fns(model)[0](params, jnp.asarray(z, jnp.float32))
   scale = 255.0 if model.likelihood.data_kind == "uint8" else 1.0
   return np.clip(np.asarray(images) / scale, 0.0, 1.0)
 
 
+def sample_prior(model, params, key, n: int):
+  """n samples from the prior, decoded to mean images: [n, *data_shape] in [0, 1]."""
+  return decode_mean(model, params, _image_fns(model)[1](params, key, n))
+
+
 def reconstruct(model, params, x, key):
   """One posterior sample per example, decoded to its mean image: x: [n, ...] -> [n, ...]."""
-  def one(x, key):
-    return model.apply(params, x, key,
-                       method=lambda m, x, k: m.sample_posterior(m.encode(x), k, 1)[0][0])
-  z = jax.vmap(one)(jnp.asarray(x, jnp.float32), jax.random.split(key, len(x)))
+  z = _image_fns(model)[2](params, jnp.asarray(x, jnp.float32), jax.random.split(key, len(x)))
   return decode_mean(model, params, z)
 
 
 def write_figures(workdir, model, params, test, key, progress_records):
   sample_key, recon_key = jax.random.split(key)
   paths = {
-      "samples": plots.image_grid(
-          decode_mean(model, params, model.apply(params, sample_key, 64,
-                                                 method=lambda m, k, n: m.sample_prior(k, n))),
-          os.path.join(workdir, "samples.png"), title="samples from the prior"),
+      "samples": plots.image_grid(sample_prior(model, params, sample_key, 64),
+                                  os.path.join(workdir, "samples.png"),
+                                  title="samples from the prior"),
       "reconstructions": plots.reconstructions(
           np.clip(test[:10] / (255.0 if model.likelihood.data_kind == "uint8" else 1.0), 0, 1),
           reconstruct(model, params, test[:10], recon_key),
@@ -82,17 +99,21 @@ def write_figures(workdir, model, params, test, key, progress_records):
   }
   if model.latent_dim == 2:
     paths["latent_manifold"] = plots.latent_manifold(
-        lambda z: decode_mean(model, params, jnp.asarray(z, jnp.float32)),
+        lambda z: decode_mean(model, params, z),
         os.path.join(workdir, "latent_manifold.png"), image_shape=tuple(test.shape[1:]))
   return {k: os.path.basename(v) for k, v in paths.items()}
 
 
 def evaluate_run(workdir, model, config, dataset, params, progress: bool = True) -> dict:
-  """Test-set evaluation of `params`; writes results.json and the figures, returns the results."""
+  """Test-set evaluation of `params`; writes results.json and the figures, returns the results.
+
+  The importance-sampled log-likelihood, the costly part, runs on the first `eval.num_test` test
+  examples (0: all); the ELBO, its terms and the active units on the whole test set, with
+  "elbo_on_ll_examples" the ELBO over the log-likelihood's examples, for their difference.
+  """
   eval_key = jax.random.key(config.eval.seed)
-  test = eval_data(dataset, dataset.test, eval_key)
-  if config.eval.num_test:
-    test = test[:config.eval.num_test]
+  test_all = eval_data(dataset, dataset.test, eval_key)
+  test = test_all[:config.eval.num_test] if config.eval.num_test else test_all
   k = config.eval.num_samples
   tic = time.perf_counter()
   with tqdm(total=len(test) * config.eval.repeats, unit="example", disable=not progress,
@@ -102,10 +123,10 @@ def evaluate_run(workdir, model, config, dataset, params, progress: bool = True)
         chunk_size=config.eval.chunk_size, batch_size=config.eval.batch_size,
         repeats=config.eval.repeats, progress=bar.update)
   ll_seconds = time.perf_counter() - tic
-  terms = evaluation.map_dataset(_elbo_fn(model, config.eval.elbo_samples), params, test,
+  terms = evaluation.map_dataset(_elbo_fn(model, config.eval.elbo_samples), params, test_all,
                                  jax.random.fold_in(eval_key, 3),
                                  batch_size=config.eval.batch_size)
-  means = evaluation.posterior_means(model, params, test, jax.random.fold_in(eval_key, 4),
+  means = evaluation.posterior_means(model, params, test_all, jax.random.fold_in(eval_key, 4),
                                      batch_size=config.eval.batch_size)
   num_active, unit_variance = evaluation.active_units(means)
   num_dims = int(np.prod(dataset.shape))
@@ -113,11 +134,13 @@ def evaluate_run(workdir, model, config, dataset, params, progress: bool = True)
       f"nll_k{k}": -ll["mean"], f"nll_k{k}_std": ll["std"], "log_likelihood": ll["mean"],
       "log_likelihood_repeats": ll["repeats"], "num_importance_samples": k,
       "elbo": float(np.mean(terms["elbo"])),
+      "elbo_on_ll_examples": float(np.mean(terms["elbo"][:len(test)])),
       "log_px_given_z": float(np.mean(terms["log_px_given_z"])),
       "kl": float(np.mean(terms["kl"])),
       "active_units": num_active, "latent_dim": int(model.latent_dim),
       "posterior_mean_variance_per_dim": unit_variance.tolist(),
-      "num_examples": len(test), "log_likelihood_seconds": ll_seconds,
+      "num_examples": len(test), "elbo_num_examples": len(test_all),
+      "log_likelihood_seconds": ll_seconds,
   }
   if "kl_per_dim" in terms:
     test_results["kl_per_dim"] = np.mean(terms["kl_per_dim"], 0).tolist()

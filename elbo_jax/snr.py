@@ -21,8 +21,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from matplotlib.figure import Figure
 
-from elbo_jax import objectives, xla
-from elbo_jax.io import atomic_writer
+from elbo_jax import objectives, plots, xla
 from elbo_jax.vae import split_params
 
 PARTS = ("inference", "generative")
@@ -167,6 +166,4 @@ def plot_snr(rows, path, statistic: str = "snr_mean", title: str | None = None) 
     ax.legend(fontsize="small")
   if title:
     fig.suptitle(title)
-  with atomic_writer(path, "wb") as f:
-    fig.savefig(f, format="png")
-  return str(path)
+  return plots.save_figure(fig, path)

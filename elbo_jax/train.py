@@ -197,16 +197,22 @@ def chunk_plan(step: int, steps_per_epoch: int, steps_per_call: int, total_steps
 def plan_resume(checkpoint_steps: Sequence[Sequence[int]]) -> list[tuple[int | None, list[int]]]:
   """Which runs can resume together: [(step or None for a fresh start, [run indices]), ...].
 
-  A group of runs saves at the same steps, but a kill during its saves can leave some runs one
-  checkpoint ahead; those roll back to the step all of them have. Runs with no common step (a
-  new seed beside half-trained ones) form separate groups, in order of first appearance.
+  A group saves all its runs at the same steps, so a kill during one round of saves leaves some
+  runs one checkpoint ahead of the others: those roll back to the step the others hold (none, if
+  it was the first round) and the group goes on as it was, bitwise. Otherwise (e.g. a new seed
+  beside half-trained ones) runs at different steps form separate groups, in order of appearance.
   """
   latest = [max(s) if s else None for s in checkpoint_steps]
-  present = [s for s in latest if s is not None]
-  if len(present) == len(latest):
-    common = min(present) if present else None
-    if all(common in s for s in checkpoint_steps):
-      return [(common, list(range(len(latest))))]
+  top = max((s for s in latest if s is not None), default=None)
+  everyone = list(range(len(latest)))
+  if top is None:
+    return [(None, everyone)]
+  leaders = [i for i, s in enumerate(latest) if s == top]
+  previous = {max((s for s in checkpoint_steps[i] if s < top), default=None) for i in leaders}
+  if len(previous) == 1:
+    (before,) = previous
+    if all(s in (top, before) for s in latest):
+      return [(top if all(s == top for s in latest) else before, everyone)]
   groups: dict[Any, list[int]] = {}
   for i, s in enumerate(latest):
     groups.setdefault(s, []).append(i)
@@ -259,6 +265,11 @@ def _advice(error: TrainingStopped) -> str:
           "training.divergence_grad_factor (0 turns a check off)")
 
 
+# Each replica's data order for an epoch: data_keys [R] -> [R, B, steps].
+_epoch_orders = xla.jit(jax.vmap(batching.epoch_order, in_axes=(0, None, None, None)),
+                        static_argnums=(3,))
+
+
 def _stack(trees):
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
@@ -276,13 +287,14 @@ def _training_blocks(dataset, trainer: Trainer, mesh, batch_size: int):
 
 
 def train_group(configs: Sequence, workdirs: Sequence[str], *, raise_on_failure: bool = True,
-                desc: str = "train") -> list[dict | None]:
+                desc: str = "train", dataset=None, position: int = 0) -> list[dict | None]:
   """Trains runs that differ only in `build.VECTORIZABLE_FIELDS` as one program, and evaluates them.
 
   Each run is an ordinary workdir (resumable, evaluable on its own). Returns each run's results
   (what workdir/results.json holds), or None for a run that stopped: with `raise_on_failure` the
   first stop raises its TrainingStopped error; without, the run stops alone (failed.json says why,
-  its last good checkpoint is kept) and the others go on.
+  its last good checkpoint is kept) and the others go on. dataset: `data.load(config.data)`, if
+  the caller has it already; position: the progress bar's line (a sweep's own bar is above).
   """
   configs, workdirs = list(configs), list(workdirs)
   config = configs[0]
@@ -292,7 +304,7 @@ def train_group(configs: Sequence, workdirs: Sequence[str], *, raise_on_failure:
   if batch_size % mesh_lib.data_size(mesh):
     raise ConfigError(f"training.batch_size={batch_size} must be divisible by the number of "
                       f"devices on the mesh's data axis ({mesh_lib.data_size(mesh)})")
-  dataset = data_lib.load(config.data)
+  dataset = dataset or data_lib.load(config.data)
   trainer = build_trainer(configs, dataset)
   # Everything that can refuse the configs has run; only now is anything written.
   for workdir, c in zip(workdirs, configs):
@@ -302,28 +314,24 @@ def train_group(configs: Sequence, workdirs: Sequence[str], *, raise_on_failure:
     for workdir, c in zip(workdirs, configs):
       runs.append(Run(workdir, c))
       stack.callback(runs[-1].close)
-    return _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, stack)
+    return _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, position, stack)
 
 
-def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, stack):
+def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, position, stack):
   config, num_replicas = configs[0], len(configs)
   plan = plan_resume([run.checkpoint_steps() for run in runs])
   if len(plan) > 1:
     raise ValueError(f"runs at different checkpoints cannot train as one group: {plan}")
   resume_at = plan[0][0]
-  template_optimizer = trainer.optimizer()
-  states = []
-  for c, run in zip(configs, runs):
-    fresh = create_train_state(trainer.model, template_optimizer, dataset.train[0],
-                               split_seed(c.seed)["init"])
-    states.append(run.start(fresh, resume_at))
+  # Jitted: one compilation serves every replica (op by op, an MLP's init compiles ~40 times).
+  init = jax.jit(functools.partial(create_train_state, trainer.model, trainer.optimizer()))
+  states = [run.start(init(dataset.train[0], split_seed(c.seed)["init"]), resume_at)
+            for c, run in zip(configs, runs)]
   state = jax.device_put(_stack(states), mesh_lib.sharding(mesh, "replica"))
   hp = jax.device_put(_stack([hyperparameters(c, trainer) for c in configs]),
                       mesh_lib.sharding(mesh, "replica"))
   blocks, sizes = _training_blocks(dataset, trainer, mesh, config.training.batch_size)
   chunk_fn = make_train_chunk(trainer, mesh, num_replicas)
-  order_fn = xla.jit(jax.vmap(batching.epoch_order, in_axes=(0, None, None, None)),
-                     static_argnums=(3,))
   validators = [report.make_validator(trainer.model, c, report.eval_data(
       dataset, dataset.validation, split_seed(c.seed)["eval"])) for c in configs]
 
@@ -333,12 +341,12 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, stack)
   results: list[dict | None] = [None] * num_replicas
   bar = stack.enter_context(tqdm(total=total, initial=step, unit="step", desc=desc,
                                 dynamic_ncols=True, disable=not config.training.progress,
-                                mininterval=1.0))
+                                mininterval=1.0, position=position, leave=position == 0))
   last_save_step, last_save_time, order_epoch = step, time.monotonic(), None
   while step < total and any(alive):
     epoch, offset, num_steps = chunk_plan(step, spe, config.training.steps_per_call, total)
     if epoch != order_epoch:
-      order, order_epoch = order_fn(hp["data_key"], epoch, sizes, spe), epoch
+      order, order_epoch = _epoch_orders(hp["data_key"], epoch, sizes, spe), epoch
     tic = time.perf_counter()
     state, metrics = chunk_fn(state, hp, blocks, order, offset, num_steps)
     metrics, initial = jax.device_get((metrics, state.initial))

@@ -157,14 +157,13 @@ class Run:
   def latest_step(self):
     return self.manager.latest_step()
 
-  def start(self, state, step=None):
-    """Restores checkpoint `step` (default the latest) into `state`'s structure, or starts afresh.
+  def start(self, state, step: int | None):
+    """Restores checkpoint `step` into `state`'s structure, or starts afresh if `step` is None.
 
-    Checkpoints after `step` are deleted. What was logged after it (or everything, on a fresh
+    Checkpoints after `step` (all of them, on a fresh start) are deleted. What was logged after it (or everything, on a fresh
     start, e.g. by a run killed before its first checkpoint) is dropped from metrics.jsonl, and
     TensorBoard hides it, so no curve shows a step twice.
     """
-    step = self.latest_step() if step is None else step
     for later in self.checkpoint_steps():
       if step is None or later > step:
         self.manager.delete(later)

@@ -3,10 +3,11 @@
 import pytest
 
 from elbo_jax.config import default_config
+from elbo_jax.sweep import apply_overrides
 
 
 def tiny_config(**overrides):
-  """digits, a 32-unit MLP with 4 latents; `overrides` maps 'section.field' to values."""
+  """digits, a 32-unit MLP with 4 latents; `overrides` maps 'section.field' (or 'seed') to values."""
   c = default_config()
   c.model.hidden = (32,)
   c.model.latent_dim = 4
@@ -19,11 +20,7 @@ def tiny_config(**overrides):
   c.eval.chunk_size = 10
   c.eval.num_test = 30
   c.eval.elbo_samples = 2
-  for key, value in overrides.items():
-    section, field = key.split(".")
-    c[section][field] = value
-  c.lock()
-  return c
+  return apply_overrides(c, overrides, "tiny_config")
 
 
 @pytest.fixture

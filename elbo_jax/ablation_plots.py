@@ -1,0 +1,124 @@
+"""An ablation's figures, chosen by name in its config (`figures = ("rate_distortion",)`).
+
+Each entry of FIGURES is fn(ablation, rows, specs, workdir) -> path of the PNG it wrote into
+workdir: rows are results.csv's (one per cell and seed, metrics as floats, done runs only carrying
+them), specs the `sweep.RunSpec`s in cell order, so a figure can also open a run's files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from elbo_jax.plots import save_figure
+from elbo_jax.registry import Registry
+
+FIGURES: Registry = Registry("ablation figures")
+
+
+def _cells(specs) -> list:
+  """The cells in ablation order, each once."""
+  return list({s.cell.name: s.cell for s in specs}.values())
+
+
+def _values(rows: Sequence[dict], cell: str, metric: str) -> np.ndarray:
+  return np.array([r[metric] for r in rows if r["cell"] == cell and metric in r], float)
+
+
+@FIGURES.register("metric_bars")
+def metric_bars(ablation, rows, specs, workdir) -> str:
+  """One panel per tabulated metric: a bar per cell (mean over seeds), each seed a dot, the
+  published number a red cross."""
+  from elbo_jax.tables import METRICS  # the column registry lives beside the table
+
+  cells = [c.name for c in _cells(specs)]
+  fig = Figure(figsize=(max(6.0, 0.6 * len(cells) + 2), 2.6 * len(ablation.metrics)),
+               layout="constrained")
+  axes = fig.subplots(len(ablation.metrics), 1, squeeze=False)[:, 0]
+  refs = {cell: dict(v) for cell, v in dict(ablation.references).items()}
+  x = np.arange(len(cells))
+  for ax, metric in zip(axes, ablation.metrics):
+    values = [_values(rows, c, metric) for c in cells]
+    means = [v.mean() if len(v) else math.nan for v in values]
+    ax.bar(x, means, color="0.8", edgecolor="0.3")
+    for i, v in enumerate(values):
+      ax.plot(np.full(len(v), i), v, "o", color="C0", ms=4)
+    paper = [(i, refs[c][metric]) for i, c in enumerate(cells) if metric in refs.get(c, {})]
+    if paper:
+      ax.plot(*zip(*paper), "x", color="C3", ms=9, mew=2, label="published")
+      ax.legend(fontsize="small")
+    finite = [m for m in means if math.isfinite(m)] + [p for _, p in paper]
+    if finite:  # bars start at the data, not at zero: the differences are what matter
+      low, high = min(finite), max(finite)
+      pad = 0.15 * (high - low) or 1.0
+      ax.set_ylim(low - pad, high + pad)
+    ax.set_ylabel(METRICS.get(metric).label)
+    ax.set_xticks(x, cells, rotation=30, ha="right", fontsize="small")
+    ax.grid(alpha=0.3, axis="y")
+  fig.suptitle(f"{ablation.name}: mean over seeds (bars), seeds (dots)")
+  return save_figure(fig, os.path.join(workdir, "metrics.png"))
+
+
+def _beta(cell) -> float:
+  return float(cell.overrides.get("objective.beta", 1.0))
+
+
+@FIGURES.register("rate_distortion")
+def rate_distortion(ablation, rows, specs, workdir) -> str:
+  """Alemi et al. 2018's plane: distortion against rate, one point per beta (seeds as dots, the
+  mean with a std cross), lines of equal ELBO (rate + distortion = const), beta = 1 starred; and
+  active units against beta."""
+  cells = sorted(_cells(specs), key=_beta)
+  fig = Figure(figsize=(11, 4.6), layout="constrained")
+  plane, units = fig.subplots(1, 2, width_ratios=(1.4, 1))
+  colors = {c.name: f"C{i % 10}" for i, c in enumerate(cells)}
+  points = []
+  for cell in cells:
+    rate, dist = _values(rows, cell.name, "rate"), _values(rows, cell.name, "distortion")
+    if not len(rate):
+      continue
+    color = colors[cell.name]
+    plane.plot(rate, dist, "o", color=color, ms=3, alpha=0.6)
+    plane.errorbar(rate.mean(), dist.mean(), xerr=rate.std(), yerr=dist.std(), fmt="s",
+                   color=color, ms=6, capsize=2, label=f"β = {_beta(cell):g}")
+    if _beta(cell) == 1.0:
+      plane.plot(rate.mean(), dist.mean(), "*", color="k", ms=16, mfc="none", mew=1.5,
+                 label="β = 1 (the ELBO)")
+    points += list(zip(rate, dist))
+  if points:
+    r, d = np.array(points).T
+    totals = r + d
+    low, high = totals.min(), totals.max()
+    span = np.linspace(0, max(r.max(), d.max()) * 1.1, 2)
+    for level in np.linspace(low, high + 0.25 * (high - low or 1.0), 5):
+      plane.plot(span, level - span, "--", color="0.6", lw=0.8)
+      plane.annotate(f"−ELBO = {level:.0f}", (0.02 * r.max(), level - 0.02 * r.max()),
+                     fontsize=7, color="0.4")
+    plane.set_xlim(0, r.max() * 1.1 + 1)
+    plane.set_ylim(max(0.0, d.min() - 0.15 * (d.max() - d.min() + 1)),
+                   d.max() + 0.15 * (d.max() - d.min() + 1))
+  plane.set_xlabel("rate = E_x KL(q(z|x) || p(z))  (nats)")
+  plane.set_ylabel("distortion = −E_x E_q log p(x|z)  (nats)")
+  plane.set_title("rate–distortion plane (test set); dashed: equal ELBO")
+  plane.legend(fontsize="small", ncols=2)
+  plane.grid(alpha=0.3)
+  betas, means, stds = [], [], []
+  for cell in cells:
+    v = _values(rows, cell.name, "active_units")
+    if len(v):
+      units.plot(np.full(len(v), _beta(cell)), v, "o", color=colors[cell.name], ms=3, alpha=0.6)
+      betas.append(_beta(cell))
+      means.append(v.mean())
+      stds.append(v.std())
+  if betas:
+    units.errorbar(betas, means, yerr=stds, color="k", marker="s", ms=4, capsize=2)
+  units.set_xscale("log")
+  units.set_xlabel("β (KL weight)")
+  units.set_ylabel("active units (Cov_x E_q[z_u] > 0.01)")
+  units.set_title("latents the KL weight leaves in use")
+  units.grid(alpha=0.3, which="both")
+  return save_figure(fig, os.path.join(workdir, "rate_distortion.png"))
