@@ -92,7 +92,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval.chunk_size = 500
   c.eval.batch_size = 20            # examples per jitted call; x chunk_size rows in flight
   c.eval.repeats = 1
-  c.eval.num_test = 0               # evaluate the first N test examples; 0 = all
+  c.eval.num_test = 0               # the log-likelihood on the first N test examples; 0 = all
+  c.eval.curve_num_test = 0         # log the test ELBO on the first N every epoch; 0 = off
   c.eval.elbo_samples = 10
   c.eval.seed = 1234                # fixed, so evaluation numbers do not depend on training
 

@@ -82,11 +82,11 @@ def latent_manifold(
 def training_curves(records: Sequence[dict], path, title=None):
   """ELBO against step for training and validation, plus its terms in a second panel if logged.
 
-  records: the dicts of metrics.jsonl ({"step": int, name: float}). Panel 1: "train/elbo" and
-  "eval/elbo". Panel 2: every "<split>/kl" and "<split>/log_px_given_z" present (the names
+  records: the dicts of metrics.jsonl ({"step": int, name: float}). Panel 1: "train/elbo",
+  "eval/elbo" and "test/elbo". Panel 2: every "<split>/kl" and "<split>/log_px_given_z" present (the names
   `objectives` gives the two ELBO terms). Absent keys are skipped.
   """
-  elbo_keys = {"train/elbo": "train", "eval/elbo": "validation"}
+  elbo_keys = {"train/elbo": "train", "eval/elbo": "validation", "test/elbo": "test"}
   term_keys = {
       f"{split}/{term}": f"{label} {term_name}"
       for split, label in (("train", "train"), ("eval", "validation"))

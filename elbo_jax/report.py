@@ -35,17 +35,23 @@ def _elbo_fn(model, num_samples: int):
   return objectives.elbo(model, num_samples=num_samples)
 
 
-def make_validator(model, config, validation: np.ndarray):
-  """fn(params) -> the validation ELBO and its terms, averaged over the validation set."""
+def make_validator(model, config, validation: np.ndarray, test: np.ndarray):
+  """fn(params) -> the ELBO and its terms averaged over the validation set ("eval/..."), and over
+  the first `eval.curve_num_test` test examples ("test/...") when that is > 0, for curves of the
+  test bound against training time (Kingma & Welling 2013, Figure 2)."""
   key = jax.random.fold_in(jax.random.key(config.eval.seed), 1)
   per_example = _elbo_fn(model, 1)
+  sets = {"eval": validation, "test": test[:config.eval.curve_num_test]}
 
   def validate(params) -> dict:
-    if not len(validation):
-      return {}
-    terms = evaluation.map_dataset(per_example, params, validation, key,
-                                   batch_size=config.eval.batch_size)
-    return {f"eval/{k}": float(np.mean(terms[k])) for k in ("elbo", "log_px_given_z", "kl")}
+    out = {}
+    for prefix, x in sets.items():
+      if len(x):
+        terms = evaluation.map_dataset(per_example, params, x, key,
+                                       batch_size=config.eval.batch_size)
+        out |= {f"{prefix}/{k}": float(np.mean(terms[k])) for k in ("elbo", "log_px_given_z",
+                                                                      "kl")}
+    return out
 
   return validate
 

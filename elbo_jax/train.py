@@ -332,8 +332,9 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, positi
                       mesh_lib.sharding(mesh, "replica"))
   blocks, sizes = _training_blocks(dataset, trainer, mesh, config.training.batch_size)
   chunk_fn = make_train_chunk(trainer, mesh, num_replicas)
+  test = report.eval_data(dataset, dataset.test, jax.random.key(config.eval.seed))
   validators = [report.make_validator(trainer.model, c, report.eval_data(
-      dataset, dataset.validation, split_seed(c.seed)["eval"])) for c in configs]
+      dataset, dataset.validation, split_seed(c.seed)["eval"]), test) for c in configs]
 
   spe, total = trainer.steps_per_epoch, trainer.total_steps
   step = int(resume_at or 0)

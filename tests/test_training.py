@@ -35,6 +35,15 @@ def test_training_raises_the_validation_elbo_and_writes_results_and_figures(tmp_
   assert results["data"]["preprocessing"] == "dynamic_binarization"
 
 
+def test_test_set_elbo_curves_are_logged_every_epoch_on_request(tmp_path):
+  train_and_evaluate(tiny_config(**{"eval.curve_num_test": 50}), str(tmp_path))
+  records = [r for r in io.read_jsonl(tmp_path / "metrics.jsonl") if "test/elbo" in r]
+  assert [r["step"] for r in records] == [14, 28, 42]  # every epoch of 14 steps
+  for r in records:
+    assert r["test/elbo"] == pytest.approx(r["test/log_px_given_z"] - r["test/kl"], abs=1e-4)
+  assert records[-1]["test/elbo"] > records[0]["test/elbo"]
+
+
 def test_two_dimensional_latents_get_a_manifold_plot(tmp_path):
   results = train_and_evaluate(tiny_config(**{"model.latent_dim": 2,
                                               "training.num_epochs": 1}), str(tmp_path))
