@@ -350,8 +350,9 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, stack)
       if stop is not None:
         alive[r] = False
         last = runs[r].latest_step()
-        message = (f"{stop}; training stopped, the last good checkpoint (step {last}) is kept; "
-                   f"{_advice(stop)}")
+        kept = ("no checkpoint had been written" if last is None else
+                f"the last good checkpoint (step {last}) is kept")
+        message = f"{stop}; training stopped, {kept}; {_advice(stop)}"
         runs[r].fail(message, stop.step)
         if raise_on_failure:
           raise type(stop)(message, stop.step)
