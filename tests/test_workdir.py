@@ -88,6 +88,7 @@ def test_a_workdir_holding_a_checkpoint_or_results_of_another_config_is_refused(
       train_and_evaluate(tiny_config(**{"training.num_epochs": 2}), str(path))
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_starts_afresh_with_clean_metrics(tmp_path):
   # 60 epochs of ~3 chunks each: time to kill the run after its first metrics, before its end.
   epochs, killed = 60, str(tmp_path / "killed")
@@ -97,14 +98,13 @@ def test_a_run_killed_before_its_first_checkpoint_starts_afresh_with_clean_metri
   _kill_when(proc, lambda: os.path.exists(metrics) and len(io.read_jsonl(metrics)) >= 2,
              "it logged metrics")
   assert not _checkpoint_steps(killed)
-  subprocess.run(train_command(killed, epochs, *NO_CHECKPOINTS), cwd=REPO, check=True,
-                 capture_output=True)
+  config = tiny_config(**{"training.num_epochs": epochs, "training.checkpoint_every": 1000000,
+                          "training.checkpoint_every_seconds": 0.0})
+  train_and_evaluate(config, killed)  # the same config as the command line's
   steps = [r["step"] for r in io.read_jsonl(metrics)]
   assert steps == sorted(set(steps))
   straight = str(tmp_path / "straight")
-  train_and_evaluate(tiny_config(**{"training.num_epochs": epochs,
-                                    "training.checkpoint_every": 1000000,
-                                    "training.checkpoint_every_seconds": 0.0}), straight)
+  train_and_evaluate(config, straight)
   assert train_metrics(killed) == train_metrics(straight)
 
 
@@ -160,16 +160,23 @@ def _pid_holding(path):
   return int(text.split()[1]) if text.startswith("process ") else None
 
 
-@pytest.mark.slow
 def test_a_second_process_in_a_busy_workdir_is_refused_and_the_first_finishes_cleanly(tmp_path):
   run = str(tmp_path / "run")
   processes = []
-  for command in (train_command(run, 30), train_command(run, 30),
-                  [sys.executable, "-m", "experiments.evaluate", f"--workdir={run}"]):
-    processes.append(subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
+  for _ in range(2):  # the same command twice, a second apart
+    processes.append(subprocess.Popen(train_command(run, 30), cwd=REPO, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
     time.sleep(1.0)
-  outputs = [(p.wait(), p.stderr.read()) for p in processes]
+  deadline = time.time() + 300
+  while not os.path.exists(os.path.join(run, "config.json")) and time.time() < deadline:
+    time.sleep(0.05)  # written once a run holds the lock
+  processes.append(subprocess.Popen([sys.executable, "-m", "experiments.evaluate",
+                                     f"--workdir={run}"], cwd=REPO, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True))
+  outputs = []
+  for p in processes:
+    _, stderr = p.communicate()
+    outputs.append((p.returncode, stderr))
   holder = _pid_holding(run)
   finished = [i for i, (rc, _) in enumerate(outputs) if rc == 0]
   # The two training commands are the same; whichever locked the workdir first trains.
