@@ -173,13 +173,20 @@ def build_trainer(configs: Sequence, dataset) -> Trainer:
   steps_per_epoch = n // batch_size
   if steps_per_epoch < 1:
     raise ConfigError(f"training.batch_size={batch_size} exceeds the {n} training examples")
+  num_test = min(config.eval.num_test or len(dataset.test), len(dataset.test))
+  if num_test < 2:
+    raise ConfigError(f"eval.num_test={config.eval.num_test} leaves {num_test} of the "
+                      f"{len(dataset.test)} test examples; the active units need at least 2: use "
+                      "eval.num_test=0 (all) or >= 2")
+  # Trace one example of the data's dtype, without compiling: the modules check their fields in
+  # setup, the likelihood checks the data's shape and dtype, and the terms show whether free bits
+  # apply. Without this, those errors would come from the first step, after the workdir is written.
+  x = jax.ShapeDtypeStruct(dataset.shape, dataset.train.dtype)
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  params = jax.eval_shape(model.init, key, jax.ShapeDtypeStruct(dataset.shape, jnp.float32), key)
+  terms = jax.eval_shape(per_example, params, x, key)
   free_bits = any(c.objective.free_bits > 0 for c in configs)
   if free_bits:
-    # Trace one example to learn which terms the objective gives; no compilation, no data.
-    x = jax.ShapeDtypeStruct(dataset.shape, jnp.float32)
-    key = jax.eval_shape(lambda: jax.random.key(0))
-    params = jax.eval_shape(model.init, key, x, key)
-    terms = jax.eval_shape(per_example, params, x, key)
     objectives.check_free_bits(terms)
   return Trainer(model=model, per_example=per_example, steps_per_epoch=steps_per_epoch,
                  total_steps=steps_per_epoch * config.training.num_epochs, free_bits=free_bits,

@@ -12,17 +12,27 @@ Interface (the VAE in `elbo_jax.vae` relies on it), for `event_shape` = the shap
   mean(raw), sample(key, raw)      -> [..., *event_shape], float32
   data_kind                        "unit_interval" (x in [0, 1]), "real", or "uint8" (0..255)
   reports_bits_per_dim             True where log p is a probability of discrete 8-bit data
+
+Data checks: every objective and the evaluator score x through `log_prob`, which first refuses
+(ConfigError) what is knowable while tracing: x whose shape does not end with `event_shape`, and an
+integer dtype for a likelihood over [0, 1] (uint8 images 0..255 would give a positive "ELBO").
+The 8-bit likelihoods accept integer and float dtypes (levels as whole numbers). What only values
+reveal (x outside [0, 1]; levels outside 0..255 or not whole) is checked in programs built with
+`checked`, through `jax.experimental.checkify`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import math
+import re
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.experimental import checkify
 
-from elbo_jax import distributions
+from elbo_jax import distributions, xla
 from elbo_jax.registry import ConfigError, Registry
 
 LIKELIHOODS = Registry("likelihood.name")
@@ -31,9 +41,42 @@ _VARIANCES = ("fixed", "global", "per_pixel")
 _NUM_LEVELS = 256
 
 
+# Whether the likelihoods traced now add checkify value checks (only inside `checked` programs:
+# a check staged outside checkify is an error).
+_VALUE_CHECKS = contextvars.ContextVar("elbo_jax_value_checks", default=False)
+_FOR_8_BIT = "or use likelihood 'categorical' or 'discretized_logistic_mixture' for 8-bit data"
+
+
 def bits_per_dim(nats, event_shape):
   """Converts nats per example (e.g. a negative log-likelihood) to bits per data dimension."""
   return nats / (math.prod(event_shape) * math.log(2.0))
+
+
+def checked(fn):
+  """`fn` jitted with the value checks of the likelihoods it scores data with (`check_data`).
+
+  The checks run inside the compiled program (`jax.experimental.checkify`), so they cost a few
+  reductions over x per call; the returned function raises a one-line ConfigError naming the first
+  problem found, else returns what `fn` returns.
+  """
+  def with_value_checks(*args):
+    token = _VALUE_CHECKS.set(True)
+    try:
+      return fn(*args)
+    finally:
+      _VALUE_CHECKS.reset(token)
+
+  program = xla.jit(checkify.checkify(with_value_checks))
+
+  def run(*args):
+    error, out = program(*args)
+    problem = error.get()
+    if problem:
+      # checkify appends where the check failed; the message already says what is wrong.
+      raise ConfigError(re.sub(r"\s*\(`check` failed\)$", "", problem.splitlines()[0]))
+    return out
+
+  return run
 
 
 class _Likelihood(nn.Module):
@@ -58,6 +101,43 @@ class _Likelihood(nn.Module):
   def param_shape(self) -> tuple:
     return tuple(self.event_shape)
 
+  def log_prob(self, raw, x):
+    """log p(x|z) in nats: raw [..., *param_shape], x [..., *event_shape] -> [...]."""
+    self.check_data(x)
+    return self._log_prob(raw, x)
+
+  def check_data(self, x) -> None:
+    """Refuses x [..., *event_shape] that this likelihood cannot score (see the module docstring).
+
+    Shape and dtype raise a ConfigError while tracing; value checks are added in `checked`.
+    """
+    name = f"the {type(self).__name__} likelihood"
+    shape, event = tuple(jnp.shape(x)), tuple(self.event_shape)
+    if shape[max(len(shape) - len(event), 0):] != event:
+      raise ConfigError(f"{name} has event_shape {event}, but x has shape {shape}; reshape each "
+                        f"example to {event} (a batch to [batch, {', '.join(map(str, event))}])")
+    dtype = jnp.result_type(x)
+    integer = jnp.issubdtype(dtype, jnp.integer)
+    if self.data_kind == "unit_interval":
+      to_unit = f"scale x to [0, 1] (x / 255, then binarise it for 'bernoulli'), {_FOR_8_BIT}"
+      if integer:
+        raise ConfigError(f"{name} scores values in [0, 1], but x has integer dtype {dtype}; "
+                          f"{to_unit}")
+      if _VALUE_CHECKS.get():
+        checkify.check(jnp.all((x >= 0) & (x <= 1)),
+                       f"{name} scores values in [0, 1], but x holds values from {{lo:.4g}} to "
+                       f"{{hi:.4g}}; {to_unit}", lo=jnp.min(x), hi=jnp.max(x))
+    elif self.data_kind == "uint8" and _VALUE_CHECKS.get() and dtype != jnp.uint8:
+      levels = (f"{name} scores 8-bit levels, whole numbers 0..255, but x holds values from "
+                f"{{lo:.4g}} to {{hi:.4g}}")
+      advice = ("; pass the images as uint8 (np.round(x * 255) for data in [0, 1]), or use "
+                "likelihood 'bernoulli', 'continuous_bernoulli' or 'gaussian' for data in [0, 1]")
+      lo, hi = jnp.min(x), jnp.max(x)
+      checkify.check((lo >= 0) & (hi <= 255), levels + advice, lo=lo, hi=hi)
+      if not integer:
+        checkify.check(jnp.all(x == jnp.round(x)), levels + ", not all of them whole" + advice,
+                       lo=lo, hi=hi)
+
   def _sum_event(self, per_element):
     return per_element.sum(axis=tuple(range(-len(self.event_shape), 0)))
 
@@ -78,7 +158,7 @@ class Bernoulli(_Likelihood):
 
   data_kind = "unit_interval"
 
-  def log_prob(self, raw, x):
+  def _log_prob(self, raw, x):
     return self._sum_elementwise(distributions.bernoulli_log_prob, x, raw)
 
   def mean(self, raw):
@@ -97,7 +177,7 @@ class ContinuousBernoulli(_Likelihood):
 
   data_kind = "unit_interval"
 
-  def log_prob(self, raw, x):
+  def _log_prob(self, raw, x):
     return self._sum_elementwise(distributions.continuous_bernoulli_log_prob, x, raw)
 
   def mean(self, raw):
@@ -148,7 +228,7 @@ class Gaussian(_Likelihood):
   def _log_scale(self):
     return math.log(self.scale) if self.variance == "fixed" else self.log_scale
 
-  def log_prob(self, raw, x):
+  def _log_prob(self, raw, x):
     return self._sum_elementwise(distributions.diag_normal_log_prob_per_dim, x, raw,
                                  self._log_scale())
 
@@ -191,7 +271,7 @@ class DiscretizedLogisticMixture(_Likelihood):
     params = raw.reshape(*raw.shape[:-1], self.event_shape[-1], 3, self.num_mixtures)
     return params[..., 0, :], params[..., 1, :], params[..., 2, :]
 
-  def log_prob(self, raw, x):
+  def _log_prob(self, raw, x):
     log_probs = distributions.discretized_logistic_mixture_log_prob(x, *self._split(raw))
     return self._sum_event(log_probs)
 
@@ -244,7 +324,7 @@ class Categorical(_Likelihood):
   def _logits(self, raw):
     return raw.reshape(*raw.shape[:-1], self.event_shape[-1], _NUM_LEVELS)
 
-  def log_prob(self, raw, x):
+  def _log_prob(self, raw, x):
     return self._sum_event(distributions.categorical_log_prob(x, self._logits(raw)))
 
   def mean(self, raw):

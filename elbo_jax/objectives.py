@@ -31,7 +31,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from elbo_jax import xla
+from elbo_jax import likelihoods, xla
 from elbo_jax.registry import ConfigError, Registry, positive_int, unit_interval
 from elbo_jax.vae import VAE, merge_params, split_params
 
@@ -302,12 +302,16 @@ def piwae(model, *, likelihood=None, prior=None, posterior=None, num_averages: i
   return per_example
 
 
-def batched(per_example: PerExample) -> PerExample:
+def batched(per_example: PerExample, checked: bool = False) -> PerExample:
   """`per_example` vmapped over a batch of examples and keys and jitted: f(params, x, keys, beta).
 
-  Compiled with `elbo_jax.xla.jit`, as the training loop is.
+  Compiled with `elbo_jax.xla.jit`, as the training loop is. A wrong shape or dtype of x is always
+  refused while tracing; `checked=True` also checks x's values (Bernoulli data outside [0, 1],
+  8-bit levels outside 0..255 or not whole) and raises a one-line ConfigError naming the problem
+  (`likelihoods.checked`), at the cost of a few reductions over x per call.
   """
-  return xla.jit(jax.vmap(per_example, in_axes=(None, 0, 0, None)))
+  vmapped = jax.vmap(per_example, in_axes=(None, 0, 0, None))
+  return likelihoods.checked(vmapped) if checked else xla.jit(vmapped)
 
 
 def reduce_loss(terms: dict, beta=1.0, free_bits=0.0):

@@ -265,9 +265,16 @@ def _advice(error: TrainingStopped) -> str:
           "training.divergence_grad_factor (0 turns a check off)")
 
 
-# Each replica's data order for an epoch: data_keys [R] -> [R, B, steps].
-_epoch_orders = xla.jit(jax.vmap(batching.epoch_order, in_axes=(0, None, None, None)),
-                        static_argnums=(3,))
+@functools.cache
+def _epoch_orders_fn():
+  # Built on first use: xla.jit probes the backend, which must not happen at import time.
+  return xla.jit(jax.vmap(batching.epoch_order, in_axes=(0, None, None, None)),
+                 static_argnums=(3,))
+
+
+def _epoch_orders(data_keys, epoch: int, sizes, steps: int):
+  """Each replica's data order for an epoch: data_keys [R] -> [R, B, steps]."""
+  return _epoch_orders_fn()(data_keys, epoch, sizes, steps)
 
 
 def _stack(trees):
@@ -359,8 +366,9 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, positi
       if stop is not None:
         alive[r] = False
         last = runs[r].latest_step()
-        message = (f"{stop}; training stopped, the last good checkpoint (step {last}) is kept; "
-                   f"{_advice(stop)}")
+        kept = ("no checkpoint had been written" if last is None else
+                f"the last good checkpoint (step {last}) is kept")
+        message = f"{stop}; training stopped, {kept}; {_advice(stop)}"
         runs[r].fail(message, stop.step)
         if raise_on_failure:
           raise type(stop)(message, stop.step)

@@ -1,8 +1,57 @@
 """What the experiment scripts share: user errors as one line (no stack trace), result printing."""
 
+import difflib
+import re
 import sys
 
+from absl import flags
+
+from elbo_jax import config as config_lib
 from elbo_jax.registry import ConfigError
+
+
+def exit_with_error(message: str) -> None:
+  """Prints `message` as one line on stderr and exits with status 2 (a user error)."""
+  print(f"error: {' '.join(message.split())}", file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing for `app.run(main, flags_parser=parse_flags)`, bad flags as one line.
+
+  ml_collections applies --config.<field> overrides while absl parses, before `main` runs, and an
+  unknown field there escapes as an AttributeError with a long stack trace.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:  # a value of the wrong type, an unknown or missing flag
+    exit_with_error(str(e))
+  except (AttributeError, KeyError):
+    message = _unknown_field(argv)
+    if message is None:
+      raise
+    exit_with_error(message)
+
+
+def _unknown_field(argv: list[str]) -> str | None:
+  """The error for the first --<config flag>.<path> in argv that names no field, or None."""
+  for override in argv:
+    match = re.match(r"--?(?:no)?(\w+)\.([^=]+)", override)
+    if not match or match[1] not in flags.FLAGS:
+      continue
+    name, path = match[1], match[2]
+    # The config file as given (--config=path or --config path; absl takes the last).
+    given = [m[1] if m[1] is not None else argv[i + 1] for i, arg in enumerate(argv)
+             if (m := re.fullmatch(rf"--?{name}(?:=(.*))?", arg))]
+    config = flags.FLAGS[name].parser.parse(given[-1])
+    fields = sorted(config_lib.flatten(config.to_dict()))
+    if path in fields or path in config:
+      continue
+    close = difflib.get_close_matches(path, fields, n=3)
+    hint = (f"did you mean {' or '.join(close)}?" if close else
+            f"the config's top-level names are: {', '.join(sorted(config.keys()))}")
+    return f"--{name}.{path} is not a field of the config; {hint}"
+  return None
 
 
 def run_or_exit(fn, *args):
@@ -16,8 +65,7 @@ def run_or_exit(fn, *args):
   try:
     return fn(*args)
   except (ConfigError, TrainingStopped) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    exit_with_error(str(e))
 
 
 def print_results(results: dict, workdir: str) -> None:

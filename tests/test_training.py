@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -13,9 +12,7 @@ import pytest
 from elbo_jax import io
 from elbo_jax.registry import ConfigError
 from elbo_jax.train import NonFiniteError, train_and_evaluate
-from tests.conftest import tiny_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO, tiny_config, train_command, train_metrics
 
 
 def test_training_raises_the_validation_elbo_and_writes_results_and_figures(tmp_path):
@@ -50,11 +47,6 @@ def test_two_dimensional_latents_get_a_manifold_plot(tmp_path):
   assert results["figures"]["latent_manifold"] == "latent_manifold.png"
 
 
-def _train_cmd(workdir, epochs):
-  return [sys.executable, "-m", "experiments.train", "--config=tests/tiny_config.py",
-          f"--workdir={workdir}", f"--config.training.num_epochs={epochs}"]
-
-
 def _final_state(workdir):
   import orbax.checkpoint as ocp
   manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
@@ -62,16 +54,11 @@ def _final_state(workdir):
   return step, manager.restore(step, args=ocp.args.StandardRestore())
 
 
-def _train_metrics(workdir):
-  records = io.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-  return [{k: v for k, v in r.items() if k != "train/steps_per_sec"} for r in records]
-
-
 def test_a_run_killed_with_sigkill_resumes_to_bitwise_identical_parameters(tmp_path):
   epochs = 12
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-  subprocess.run(_train_cmd(straight, epochs), cwd=REPO, check=True, capture_output=True)
-  proc = subprocess.Popen(_train_cmd(killed, epochs), cwd=REPO, stdout=subprocess.DEVNULL,
+  subprocess.run(train_command(straight, epochs), cwd=REPO, check=True, capture_output=True)
+  proc = subprocess.Popen(train_command(killed, epochs), cwd=REPO, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   checkpoints = os.path.join(killed, "checkpoints")
   deadline = time.time() + 120
@@ -82,13 +69,13 @@ def test_a_run_killed_with_sigkill_resumes_to_bitwise_identical_parameters(tmp_p
       break
     time.sleep(0.05)
   assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
-  subprocess.run(_train_cmd(killed, epochs), cwd=REPO, check=True, capture_output=True)
+  subprocess.run(train_command(killed, epochs), cwd=REPO, check=True, capture_output=True)
   (step_a, state_a), (step_b, state_b) = _final_state(straight), _final_state(killed)
   assert step_a == step_b
   import jax
   for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
     np.testing.assert_array_equal(a, b)
-  assert _train_metrics(straight) == _train_metrics(killed)
+  assert train_metrics(straight) == train_metrics(killed)
   ra, rb = (json.load(open(os.path.join(d, "results.json")))["test"] for d in (straight, killed))
   assert ra["log_likelihood"] == rb["log_likelihood"] and ra["elbo"] == rb["elbo"]
 
@@ -100,7 +87,7 @@ def test_a_batch_split_over_two_devices_trains_as_on_one_and_evaluates_on_one(tm
   from elbo_jax.train import evaluate_workdir
   two = str(tmp_path / "two")
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  subprocess.run(_train_cmd(two, 3), cwd=REPO, env=env, check=True, capture_output=True)
+  subprocess.run(train_command(two, 3), cwd=REPO, env=env, check=True, capture_output=True)
   assert json.load(open(os.path.join(two, "run_info.json")))["devices"] == ["cpu:0", "cpu:1"]
   trained_on_two = json.load(open(os.path.join(two, "results.json")))["test"]
   one = train_and_evaluate(tiny_config(**{"training.num_epochs": 3}), str(tmp_path / "one"))
@@ -175,7 +162,7 @@ def test_bad_input_is_a_one_line_error_naming_the_field(tmp_path, override, mess
 
 
 def test_the_script_reports_bad_input_without_a_stack_trace(tmp_path):
-  out = subprocess.run(_train_cmd(str(tmp_path), 1) + ["--config.prior.name=vampire"], cwd=REPO,
+  out = subprocess.run(train_command(str(tmp_path), 1) + ["--config.prior.name=vampire"], cwd=REPO,
                        capture_output=True, text=True)
   assert out.returncode == 2
   assert out.stderr.strip().splitlines()[-1].startswith("error: prior.name='vampire' is not known")

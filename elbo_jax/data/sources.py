@@ -246,7 +246,8 @@ def as_images(x: Any, what: str) -> np.ndarray:
   if not np.issubdtype(x.dtype, np.floating):
     raise ValueError(f"{what} has dtype {x.dtype}; expected uint8 or floats in [0, 1]")
   if x.min() < 0.0 or x.max() > 1.0:
-    raise ValueError(f"{what} has values in [{x.min()}, {x.max()}]; floats must lie in [0, 1]")
+    raise ValueError(f"{what} has values in [{x.min()}, {x.max()}]; floats must lie in [0, 1]: "
+                     "store 8-bit images as uint8, or divide them by 255")
   return x.astype(np.float32, copy=False)
 
 
