@@ -62,7 +62,8 @@ def check_config(config) -> None:
   for field in ("objective.beta", "objective.free_bits", "objective.warmup_epochs",
                 "optimizer.weight_decay", "optimizer.clip_norm", "optimizer.warmup_steps",
                 "training.checkpoint_every_seconds", "training.divergence_factor",
-                "training.divergence_grad_factor", "eval.num_test", "eval.curve_num_test"):
+                "training.divergence_grad_factor", "eval.num_test", "eval.curve_num_test",
+                "accelerator.num_devices"):
     section, key = field.split(".")
     _non_negative(field, config[section][key])
   lr = config.optimizer.learning_rate

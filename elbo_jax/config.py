@@ -100,6 +100,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.accelerator = ml_collections.ConfigDict()
   c.accelerator.platform = "auto"   # auto | cpu | gpu | tpu
   c.accelerator.replica_parallelism = 1  # devices along the mesh's replica axis (vectorised runs)
+  c.accelerator.num_devices = 0     # use the first N devices (all processes together); 0 = all
+  # Several processes (elbo_jax.mesh.initialize_distributed): off | auto (Cloud TPU, SLURM, ...)
+  # | explicit (the three fields below, e.g. two processes on one machine over loopback).
+  c.accelerator.distributed = "off"
+  c.accelerator.coordinator_address = ""  # host:port of process 0
+  c.accelerator.num_processes = 1
+  c.accelerator.process_id = 0
   return c
 
 

@@ -115,6 +115,19 @@ def process_range(mesh: Mesh, size: int) -> tuple[int, int]:
   return mine[0] * per_device, (mine[-1] + 1) * per_device
 
 
+def is_primary() -> bool:
+  """Whether this process writes the files (configs, metrics, results, figures)."""
+  return jax.process_index() == 0
+
+
+def agree(flag: bool) -> bool:
+  """Process 0's `flag`, on every process (a collective: every process must call it)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+
+
 def to_host(tree):
   """Replicated (or single-process) arrays to numpy, on every process."""
   return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)) if isinstance(a, jax.Array)

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
 from elbo_jax import evaluation, io, objectives, plots
+from elbo_jax import mesh as mesh_lib
 from elbo_jax.metrics import read_metrics
 from elbo_jax.workdir import RESULTS_FILE
 
@@ -153,6 +154,8 @@ def evaluate_run(workdir, model, config, dataset, params, progress: bool = True)
   if model.likelihood.reports_bits_per_dim:
     test_results["bpd"] = -ll["mean"] / (num_dims * np.log(2.0))
   workdir = os.path.abspath(workdir)
+  if not mesh_lib.is_primary():  # process 0 writes the files
+    return {"data": dataset.info, "test": test_results}
   figures = write_figures(workdir, model, params, test, jax.random.key(config.eval.seed + 1),
                           read_metrics(workdir))
   results = {"data": dataset.info, "test": test_results, "figures": figures,

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from elbo_jax import build, io, tables, train
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
+from elbo_jax import mesh as mesh_lib
 from elbo_jax.registry import ConfigError
 from elbo_jax.workdir import FAILED_FILE, RESULTS_FILE, check_path
 
@@ -280,11 +281,14 @@ def run(ablation, workdir: str, *, extra: Sequence[Cell] = (), table_only: bool 
     tables.METRICS.get(name)
   specs = run_specs(ablation, workdir, extra)
   check_identity(ablation, workdir, specs)
+  # Several processes train each group together; process 0 writes the sweep's files.
+  write = mesh_lib.is_primary()
   if table_only:
-    return tables.write_outputs(ablation, workdir, specs)
+    return tables.write_outputs(ablation, workdir, specs) if write else []
   groups = plan_groups(specs, ablation.vectorize, ablation.max_replicas)
-  os.makedirs(workdir, exist_ok=True)
-  record_identity(ablation, workdir, specs, command)
+  if write:
+    os.makedirs(workdir, exist_ok=True)
+    record_identity(ablation, workdir, specs, command)
   datasets: dict[str, Any] = {}
   progress = ablation.base.training.progress
   done = sum(s.status != "pending" for s in specs)
@@ -298,9 +302,10 @@ def run(ablation, workdir: str, *, extra: Sequence[Cell] = (), table_only: bool 
       train.train_group([s.config for s in group], [s.workdir for s in group],
                         raise_on_failure=False, desc=_group_label(group),
                         dataset=datasets[data_key], position=1)
-      io.append_jsonl(os.path.join(workdir, LOG_FILE), {
-          "runs": [os.path.relpath(s.workdir, workdir) for s in group],
-          "seconds": time.time() - tic, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
       bar.update(len(group))
-      tables.write_outputs(ablation, workdir, specs)
-  return tables.write_outputs(ablation, workdir, specs)
+      if write:
+        io.append_jsonl(os.path.join(workdir, LOG_FILE), {
+            "runs": [os.path.relpath(s.workdir, workdir) for s in group],
+            "seconds": time.time() - tic, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        tables.write_outputs(ablation, workdir, specs)
+  return tables.write_outputs(ablation, workdir, specs) if write else []

@@ -286,11 +286,18 @@ def _replica(tree, r: int):
 
 
 def _training_blocks(dataset, trainer: Trainer, mesh, batch_size: int):
-  """The training set as [B, M, ...] blocks on the mesh's data axis, and the block sizes [B]."""
+  """The training set as [B, M, ...] blocks on the mesh's data axis, and the block sizes [B].
+
+  Each process puts only the blocks of its own devices, one contiguous range of rows.
+  """
   bounds = batching.block_bounds(dataset.num_train, batch_size)
-  blocks, sizes = batching.to_blocks(dataset.train, bounds, trainer.steps_per_epoch)
-  return (jax.device_put(blocks, mesh_lib.sharding(mesh, "data")),
-          jax.device_put(sizes, mesh_lib.sharding(mesh)))
+  first, last = mesh_lib.process_range(mesh, batch_size)
+  rows = dataset.train_rows(bounds[first], bounds[last])
+  local, _ = batching.to_blocks(rows, bounds[first:last + 1] - bounds[first],
+                                trainer.steps_per_epoch)
+  blocks = jax.make_array_from_process_local_data(
+      mesh_lib.sharding(mesh, "data"), local, (batch_size, *local.shape[1:]))
+  return blocks, jax.device_put(np.diff(bounds).astype(np.int32), mesh_lib.sharding(mesh))
 
 
 def train_group(configs: Sequence, workdirs: Sequence[str], *, raise_on_failure: bool = True,
@@ -305,7 +312,7 @@ def train_group(configs: Sequence, workdirs: Sequence[str], *, raise_on_failure:
   """
   configs, workdirs = list(configs), list(workdirs)
   config = configs[0]
-  devices = mesh_lib.select_devices(config.accelerator.platform)
+  devices = mesh_lib.select_devices(config.accelerator.platform, config.accelerator.num_devices)
   mesh = mesh_lib.make_mesh(devices, config.accelerator.replica_parallelism)
   batch_size = config.training.batch_size
   if batch_size % mesh_lib.data_size(mesh):
@@ -331,12 +338,15 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, positi
     raise ValueError(f"runs at different checkpoints cannot train as one group: {plan}")
   resume_at = plan[0][0]
   # Jitted: one compilation serves every replica (op by op, an MLP's init compiles ~40 times).
-  init = jax.jit(functools.partial(create_train_state, trainer.model, trainer.optimizer()))
+  # Every process computes the same values, which makes them arrays on the whole mesh.
+  replicated, by_replica = mesh_lib.sharding(mesh), mesh_lib.sharding(mesh, "replica")
+  init = jax.jit(functools.partial(create_train_state, trainer.model, trainer.optimizer()),
+                 out_shardings=replicated)
   states = [run.start(init(dataset.train[0], split_seed(c.seed)["init"]), resume_at)
             for c, run in zip(configs, runs)]
-  state = jax.device_put(_stack(states), mesh_lib.sharding(mesh, "replica"))
-  hp = jax.device_put(_stack([hyperparameters(c, trainer) for c in configs]),
-                      mesh_lib.sharding(mesh, "replica"))
+  state = jax.jit(lambda *states: _stack(states), out_shardings=by_replica)(*states)
+  hp = jax.jit(lambda: _stack([hyperparameters(c, trainer) for c in configs]),
+               out_shardings=by_replica)()
   blocks, sizes = _training_blocks(dataset, trainer, mesh, config.training.batch_size)
   chunk_fn = make_train_chunk(trainer, mesh, num_replicas)
   test = report.eval_data(dataset, dataset.test, jax.random.key(config.eval.seed))
@@ -357,7 +367,7 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, positi
       order, order_epoch = _epoch_orders(hp["data_key"], epoch, sizes, spe), epoch
     tic = time.perf_counter()
     state, metrics = chunk_fn(state, hp, blocks, order, offset, num_steps)
-    metrics, initial = jax.device_get((metrics, state.initial))
+    metrics, initial, skipped = mesh_lib.to_host((metrics, state.initial, state.num_skipped))
     seconds = time.perf_counter() - tic
     for r in range(num_replicas):
       if not alive[r]:
@@ -380,9 +390,9 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, positi
       m = _replica(metrics, r)
       summary = {f"train/{k}": float(np.mean(v)) for k, v in m.items() if k != "nonfinite"}
       summary["train/steps_per_sec"] = num_steps / seconds
-      summary["train/skipped_steps"] = int(state.num_skipped[r])
+      summary["train/skipped_steps"] = int(skipped[r])
       if end_of_epoch:
-        summary |= validators[r](_replica(state.params, r))
+        summary |= validators[r](mesh_lib.to_host(_replica(state.params, r)))
       runs[r].write_metrics(step, summary)
       summaries.append(summary)
     bar.update(num_steps)
@@ -392,15 +402,18 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, positi
                       f"{min(elbos):.1f}..{max(elbos):.1f}",
                       steps_per_s=f"{num_steps / seconds:.0f}", refresh=False)
     every_seconds = config.training.checkpoint_every_seconds
-    if (step - last_save_step >= config.training.checkpoint_every or step == total
-        or (every_seconds and time.monotonic() - last_save_time >= every_seconds)):
+    # Saving is collective: every process must agree, so process 0's clock decides for all.
+    overdue = mesh_lib.agree(bool(every_seconds)
+                             and time.monotonic() - last_save_time >= every_seconds)
+    if step - last_save_step >= config.training.checkpoint_every or step == total or overdue:
       for r in np.flatnonzero(alive):
         runs[r].save(_replica(state, r))
       last_save_step, last_save_time = step, time.monotonic()
   bar.close()
   for r in np.flatnonzero(alive):
     results[r] = report.evaluate_run(runs[r].workdir, trainer.model, configs[r], dataset,
-                                     _replica(state.params, r), progress=config.training.progress)
+                                     mesh_lib.to_host(_replica(state.params, r)),
+                                     progress=config.training.progress)
   return results
 
 
@@ -419,7 +432,7 @@ def evaluate_workdir(workdir: str, eval_overrides: dict | None = None) -> dict:
   config = config_lib.load(path)
   with config.unlocked():
     config.eval.update(eval_overrides or {})
-  lock = WorkdirLock(path, "evaluation")
+  lock = WorkdirLock(path, "evaluation") if mesh_lib.is_primary() else None
   try:
     dataset = data_lib.load(config.data)
     trainer = build_trainer([config], dataset)
@@ -430,4 +443,5 @@ def evaluate_workdir(workdir: str, eval_overrides: dict | None = None) -> dict:
     return report.evaluate_run(path, trainer.model, config, dataset, params,
                                progress=config.training.progress)
   finally:
-    lock.release()
+    if lock is not None:
+      lock.release()

@@ -31,6 +31,7 @@ import orbax.checkpoint as ocp
 
 from elbo_jax import config as config_lib
 from elbo_jax import io
+from elbo_jax import mesh as mesh_lib
 from elbo_jax.metrics import METRICS_FILE, TENSORBOARD_DIR, MetricWriter, read_metrics
 from elbo_jax.registry import ConfigError
 
@@ -129,24 +130,28 @@ class Run:
   """The bookkeeping of one training run in `workdir`: call `start` before logging metrics.
 
   Creating a Run locks the workdir and writes config.json and run_info.json; call it only once
-  the config has been checked against the data (`build.build_trainer`).
+  the config has been checked against the data (`build.build_trainer`). In a multi-process run
+  every process makes one (checkpoints are written collectively) but only process 0 locks and
+  writes files.
   """
 
   def __init__(self, workdir: str, config):
     self.workdir = check_path(workdir)
-    self._lock = WorkdirLock(self.workdir, "training")
+    self.primary = mesh_lib.is_primary()
+    self._lock = WorkdirLock(self.workdir, "training") if self.primary else None
     try:
       check_config_matches(self.workdir, config)
-      resolved = config_lib.to_json(config)
-      config_path = os.path.join(self.workdir, "config.json")
-      if not os.path.exists(config_path) or config_lib.differences(io.read_json(config_path),
-                                                                   resolved):
-        # No progress yet (checked above): a different config takes the workdir over.
-        io.write_json_atomic(config_path, resolved)
-      io.write_json_atomic(os.path.join(self.workdir, "run_info.json"), provenance(config))
+      if self.primary:
+        resolved = config_lib.to_json(config)
+        config_path = os.path.join(self.workdir, "config.json")
+        if not os.path.exists(config_path) or config_lib.differences(io.read_json(config_path),
+                                                                     resolved):
+          # No progress yet (checked above): a different config takes the workdir over.
+          io.write_json_atomic(config_path, resolved)
+        io.write_json_atomic(os.path.join(self.workdir, "run_info.json"), provenance(config))
       self.manager = _checkpoint_manager(self.workdir)
     except BaseException:
-      self._lock.release()
+      self._release()
       raise
     self.writer = None
     self.started = time.perf_counter()
@@ -160,31 +165,31 @@ class Run:
   def start(self, state, step: int | None):
     """Restores checkpoint `step` into `state`'s structure, or starts afresh if `step` is None.
 
-    Checkpoints after `step` (all of them, on a fresh start) are deleted. What was logged after it (or everything, on a fresh
-    start, e.g. by a run killed before its first checkpoint) is dropped from metrics.jsonl, and
-    TensorBoard hides it, so no curve shows a step twice.
+    Checkpoints after `step` (all of them, on a fresh start) are deleted. What was logged after
+    it (everything, on a fresh start, e.g. by a run killed before its first checkpoint) is dropped
+    from metrics.jsonl, and TensorBoard hides it, so no curve shows a step twice.
     """
     for later in self.checkpoint_steps():
       if step is None or later > step:
         self.manager.delete(later)
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(os.path.join(self.workdir, FAILED_FILE))
-    if step is None:
+    restored = state if step is None else restore_step(self.manager, step, state)
+    if self.primary:
       with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(self.workdir, METRICS_FILE))
-      shutil.rmtree(os.path.join(self.workdir, TENSORBOARD_DIR), ignore_errors=True)
-      self.writer = MetricWriter(self.workdir)
-      return state
-    restored = restore_step(self.manager, step, state)
-    kept = [r for r in read_metrics(self.workdir) if r["step"] <= step] if os.path.exists(
-        os.path.join(self.workdir, METRICS_FILE)) else []
-    io.write_text_atomic(os.path.join(self.workdir, METRICS_FILE),
-                         "".join(io.json_line(r) for r in kept))
-    self.writer = MetricWriter(self.workdir, purge_step=step + 1)
+        os.remove(os.path.join(self.workdir, FAILED_FILE))
+      metrics = os.path.join(self.workdir, METRICS_FILE)
+      if step is None:
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(metrics)
+        shutil.rmtree(os.path.join(self.workdir, TENSORBOARD_DIR), ignore_errors=True)
+      else:
+        kept = [r for r in read_metrics(self.workdir) if r["step"] <= step] if os.path.exists(
+            metrics) else []
+        io.write_text_atomic(metrics, "".join(io.json_line(r) for r in kept))
+    self.writer = MetricWriter(self.workdir, purge_step=None if step is None else step + 1)
     return restored
 
   def save(self, state):
-    step = int(state.step)
+    step = int(mesh_lib.to_host(state.step))
     if self.manager.latest_step() != step:
       self.manager.save(step, args=ocp.args.StandardSave(state))
       self.manager.wait_until_finished()
@@ -194,15 +199,19 @@ class Run:
 
   def fail(self, message: str, step: int) -> None:
     """Records why training stopped, for the user and for sweeps (which then skip the run)."""
-    io.write_json_atomic(os.path.join(self.workdir, FAILED_FILE),
-                         {"step": step, "error": message,
-                          "last_checkpoint": self.latest_step()})
+    if self.primary:
+      io.write_json_atomic(os.path.join(self.workdir, FAILED_FILE),
+                           {"step": step, "error": message, "last_checkpoint": self.latest_step()})
+
+  def _release(self):
+    if self._lock is not None:
+      self._lock.release()
 
   def close(self):
     if self.writer is not None:
       self.writer.close()
     self.manager.close()
-    self._lock.release()
+    self._release()
 
 
 def restore_step(manager, step: int, state):

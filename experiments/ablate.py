@@ -29,7 +29,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  from elbo_jax import sweep
+  from elbo_jax import mesh, sweep
+
+  cli.run_or_exit(mesh.initialize_distributed, _CONFIG.value.base.accelerator)  # before any device
 
   def run():
     extra = [sweep.parse_cell(spec) for spec in _CELLS.value]
@@ -37,9 +39,11 @@ def main(argv):
                      command=shlex.join(["python", "-m", "experiments.ablate", *sys.argv[1:]]))
 
   cli.run_or_exit(run)
+  if not mesh.is_primary():
+    return
   with open(os.path.join(_WORKDIR.value, "table.md")) as f:
     print(f.read())
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

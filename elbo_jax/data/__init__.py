@@ -110,6 +110,10 @@ class Dataset:
   def num_train(self) -> int:
     return len(self.train)
 
+  def train_rows(self, start: int, stop: int) -> np.ndarray:
+    """Rows start..stop-1 of the training set: [stop - start, H, W, C]."""
+    return self.train[start:stop]
+
   @property
   def dynamic(self) -> bool:
     """Whether the train step must binarise each batch with `binarize`."""
