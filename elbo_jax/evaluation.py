@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from elbo_jax import mesh as mesh_lib
 from elbo_jax import xla
 from elbo_jax.objectives import assemble
 from elbo_jax.registry import ConfigError, positive_int
@@ -67,34 +68,56 @@ def example_keys(key, start: int, count: int):
 
 @functools.lru_cache(maxsize=32)
 def _batched(per_example, fast):
-  # Cached on the function object, so repeated evaluations (every epoch) compile once.
-  return xla.jit(jax.vmap(per_example, in_axes=(None, 0, 0)), fast=fast)
+  # Cached on the function object, so repeated evaluations (every epoch) compile once. The keys
+  # are folded from each example's index in the whole data set, inside the program.
+  def batch_fn(params, x, key_data, indices):
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.wrap_key_data(key_data),
+                                                            indices)
+    return jax.vmap(per_example, in_axes=(None, 0, 0))(params, x, keys)
+
+  return xla.jit(batch_fn, fast=fast)
+
+
+def _default_mesh():
+  return mesh_lib.make_mesh(jax.local_devices()[:1])
 
 
 def map_dataset(per_example, params, data: np.ndarray, key, *, batch_size: int, progress=None,
-                fast: bool = True):
+                fast: bool = True, mesh=None):
   """Applies a per-example f(params, x, key) -> pytree to every row of `data`, jitted in batches.
 
-  The last batch is padded to `batch_size` so one compiled program serves every batch.
-  Returns the outputs stacked over the data set as numpy arrays. `fast`: see `xla.jit`.
+  data: [N, ...], the whole data set, on every process. Each batch of `batch_size` rows (rounded
+  up to a multiple of the devices) is split over the mesh's data axis, every device of every
+  process (default: this process's first device); the last batch is padded, so one compiled
+  program serves every batch. Example i's key is fold_in(key, i) whatever the split, so the
+  numbers do not depend on the batch size or the number of devices and processes.
+  Returns the outputs stacked over the data set as numpy arrays, on every process.
+  `fast`: see `xla.jit`.
   """
   positive_int("eval.batch_size", batch_size)
+  mesh = mesh or _default_mesh()
+  devices = mesh_lib.data_size(mesh)
+  batch_size = -(-batch_size // devices) * devices
+  mine = slice(*mesh_lib.process_range(mesh, batch_size))  # this process's rows of a batch
+  rows, replicated = mesh_lib.sharding(mesh, "data"), mesh_lib.sharding(mesh)
   fn = _batched(per_example, fast)
+  params = jax.device_put(params, replicated)
+  key_data = jax.device_put(np.asarray(jax.random.key_data(key)), replicated)
   outputs = []
   for start in range(0, len(data), batch_size):
-    batch = data[start:start + batch_size]
-    count = len(batch)
-    if count < batch_size:
-      batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - count, 0)])
-    out = fn(params, batch, example_keys(key, start, batch_size))
-    outputs.append(jax.tree.map(lambda a: np.asarray(a)[:count], out))
+    indices = np.minimum(np.arange(start, start + batch_size), len(data) - 1)
+    local = lambda a, indices=indices: jax.make_array_from_process_local_data(
+        rows, a[indices[mine]], (batch_size, *a.shape[1:]))
+    out = fn(params, local(data), key_data, local(np.arange(len(data), dtype=np.int32)))
+    count = min(batch_size, len(data) - start)
+    outputs.append(jax.tree.map(lambda a: mesh_lib.gather(a)[:count], out))
     if progress is not None:
       progress(count)
   return jax.tree.map(lambda *xs: np.concatenate(xs), *outputs)
 
 
 def log_likelihood(model, params, data, key, *, num_samples=5000, chunk_size=500, batch_size=100,
-                   repeats=1, progress=None, fast=True) -> dict:
+                   repeats=1, progress=None, fast=True, mesh=None) -> dict:
   """The importance-sampled test log-likelihood over a data set, in nats per example.
 
   Returns {"mean": float, "std": float over repeats (0 for one), "repeats": [...],
@@ -104,7 +127,7 @@ def log_likelihood(model, params, data, key, *, num_samples=5000, chunk_size=500
   fn = _cached_log_likelihood(model, num_samples, chunk_size)
   runs = [
       map_dataset(fn, params, data, jax.random.fold_in(key, r), batch_size=batch_size,
-                  progress=progress, fast=fast)
+                  progress=progress, fast=fast, mesh=mesh)
       for r in range(repeats)
   ]
   means = [float(np.mean(r)) for r in runs]
@@ -131,10 +154,11 @@ def _posterior_mean_fn(model, num_samples: int):
   return lambda p, x, k: model.apply(p, x, k, method=mean_fn)
 
 
-def posterior_means(model, params, data, key, *, batch_size=100, num_samples=1000) -> np.ndarray:
+def posterior_means(model, params, data, key, *, batch_size=100, num_samples=1000,
+                    mesh=None) -> np.ndarray:
   """E_q(z|x)[z] for every example: [N, D]; exact for Gaussian posteriors, Monte Carlo otherwise."""
   return map_dataset(_posterior_mean_fn(model, num_samples), params, data, key,
-                     batch_size=batch_size)
+                     batch_size=batch_size, mesh=mesh)
 
 
 def active_units(means: np.ndarray, threshold: float = 0.01) -> tuple[int, np.ndarray]:

@@ -128,6 +128,14 @@ def agree(flag: bool) -> bool:
   return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
+def gather(a) -> np.ndarray:
+  """The whole of a (possibly sharded, multi-process) array as numpy, on every process."""
+  if a.is_fully_addressable:
+    return np.asarray(a)
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+
+
 def to_host(tree):
   """Replicated (or single-process) arrays to numpy, on every process."""
   return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)) if isinstance(a, jax.Array)

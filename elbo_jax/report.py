@@ -36,7 +36,7 @@ def _elbo_fn(model, num_samples: int):
   return objectives.elbo(model, num_samples=num_samples)
 
 
-def make_validator(model, config, validation: np.ndarray, test: np.ndarray):
+def make_validator(model, config, validation: np.ndarray, test: np.ndarray, mesh=None):
   """fn(params) -> the ELBO and its terms averaged over the validation set ("eval/..."), and over
   the first `eval.curve_num_test` test examples ("test/...") when that is > 0, for curves of the
   test bound against training time (Kingma & Welling 2013, Figure 2)."""
@@ -49,7 +49,7 @@ def make_validator(model, config, validation: np.ndarray, test: np.ndarray):
     for prefix, x in sets.items():
       if len(x):
         terms = evaluation.map_dataset(per_example, params, x, key,
-                                       batch_size=config.eval.batch_size)
+                                       batch_size=config.eval.batch_size, mesh=mesh)
         out |= {f"{prefix}/{k}": float(np.mean(terms[k])) for k in ("elbo", "log_px_given_z",
                                                                       "kl")}
     return out
@@ -111,12 +111,14 @@ def write_figures(workdir, model, params, test, key, progress_records):
   return {k: os.path.basename(v) for k, v in paths.items()}
 
 
-def evaluate_run(workdir, model, config, dataset, params, progress: bool = True) -> dict:
+def evaluate_run(workdir, model, config, dataset, params, progress: bool = True,
+                 mesh=None) -> dict:
   """Test-set evaluation of `params`; writes results.json and the figures, returns the results.
 
   The importance-sampled log-likelihood, the costly part, runs on the first `eval.num_test` test
   examples (0: all); the ELBO, its terms and the active units on the whole test set, with
   "elbo_on_ll_examples" the ELBO over the log-likelihood's examples, for their difference.
+  Every batch is split over `mesh`'s data axis (all devices of all processes); process 0 writes.
   """
   eval_key = jax.random.key(config.eval.seed)
   test_all = eval_data(dataset, dataset.test, eval_key)
@@ -128,13 +130,13 @@ def evaluate_run(workdir, model, config, dataset, params, progress: bool = True)
     ll = evaluation.log_likelihood(
         model, params, test, jax.random.fold_in(eval_key, 2), num_samples=k,
         chunk_size=config.eval.chunk_size, batch_size=config.eval.batch_size,
-        repeats=config.eval.repeats, progress=bar.update)
+        repeats=config.eval.repeats, progress=bar.update, mesh=mesh)
   ll_seconds = time.perf_counter() - tic
   terms = evaluation.map_dataset(_elbo_fn(model, config.eval.elbo_samples), params, test_all,
                                  jax.random.fold_in(eval_key, 3),
-                                 batch_size=config.eval.batch_size)
+                                 batch_size=config.eval.batch_size, mesh=mesh)
   means = evaluation.posterior_means(model, params, test_all, jax.random.fold_in(eval_key, 4),
-                                     batch_size=config.eval.batch_size)
+                                     batch_size=config.eval.batch_size, mesh=mesh)
   num_active, unit_variance = evaluation.active_units(means)
   num_dims = int(np.prod(dataset.shape))
   test_results = {

@@ -313,7 +313,10 @@ def train_group(configs: Sequence, workdirs: Sequence[str], *, raise_on_failure:
   configs, workdirs = list(configs), list(workdirs)
   config = configs[0]
   devices = mesh_lib.select_devices(config.accelerator.platform, config.accelerator.num_devices)
-  mesh = mesh_lib.make_mesh(devices, config.accelerator.replica_parallelism)
+  # Replicas spread over the replica axis only when they divide evenly; else all devices hold
+  # every replica and split its batch.
+  parallelism = config.accelerator.replica_parallelism
+  mesh = mesh_lib.make_mesh(devices, parallelism if len(configs) % parallelism == 0 else 1)
   batch_size = config.training.batch_size
   if batch_size % mesh_lib.data_size(mesh):
     raise ConfigError(f"training.batch_size={batch_size} must be divisible by the number of "
@@ -351,7 +354,7 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, positi
   chunk_fn = make_train_chunk(trainer, mesh, num_replicas)
   test = report.eval_data(dataset, dataset.test, jax.random.key(config.eval.seed))
   validators = [report.make_validator(trainer.model, c, report.eval_data(
-      dataset, dataset.validation, split_seed(c.seed)["eval"]), test) for c in configs]
+      dataset, dataset.validation, split_seed(c.seed)["eval"]), test, mesh) for c in configs]
 
   spe, total = trainer.steps_per_epoch, trainer.total_steps
   step = int(resume_at or 0)
@@ -413,7 +416,7 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, positi
   for r in np.flatnonzero(alive):
     results[r] = report.evaluate_run(runs[r].workdir, trainer.model, configs[r], dataset,
                                      mesh_lib.to_host(_replica(state.params, r)),
-                                     progress=config.training.progress)
+                                     progress=config.training.progress, mesh=mesh)
   return results
 
 
@@ -426,6 +429,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return train_group([config], [workdir])[0]
 
 
+def restore_run(workdir: str, config, dataset) -> tuple[Trainer, Any]:
+  """The trainer of a saved run and its latest parameters, on this process's first device,
+  whatever devices and processes wrote them."""
+  trainer = build_trainer([config], dataset)
+  state = jax.eval_shape(lambda: create_train_state(trainer.model, trainer.optimizer(),
+                                                    dataset.train[0],
+                                                    split_seed(config.seed)["init"]))
+  return trainer, restore_params(workdir, state)
+
+
 def evaluate_workdir(workdir: str, eval_overrides: dict | None = None) -> dict:
   """Re-evaluates the latest checkpoint of a run with the config saved in its workdir."""
   path = check_path(workdir)
@@ -434,14 +447,12 @@ def evaluate_workdir(workdir: str, eval_overrides: dict | None = None) -> dict:
     config.eval.update(eval_overrides or {})
   lock = WorkdirLock(path, "evaluation") if mesh_lib.is_primary() else None
   try:
+    # This machine's devices, whatever the run was trained on.
+    mesh = mesh_lib.make_mesh(mesh_lib.select_devices(config.accelerator.platform))
     dataset = data_lib.load(config.data)
-    trainer = build_trainer([config], dataset)
-    state = jax.eval_shape(lambda: create_train_state(trainer.model, trainer.optimizer(),
-                                                      dataset.train[0],
-                                                      split_seed(config.seed)["init"]))
-    params = restore_params(path, state)
+    trainer, params = restore_run(path, config, dataset)
     return report.evaluate_run(path, trainer.model, config, dataset, params,
-                               progress=config.training.progress)
+                               progress=config.training.progress, mesh=mesh)
   finally:
     if lock is not None:
       lock.release()
