@@ -285,6 +285,15 @@ def _replica(tree, r: int):
   return jax.tree.map(lambda a: a[r], tree)
 
 
+def _process_slice(dataset, mesh, batch_size: int):
+  """`dataset` keeping only the training rows of this process's blocks (all of them, alone)."""
+  if jax.process_count() == 1:
+    return dataset
+  bounds = batching.block_bounds(dataset.num_train, batch_size)
+  first, last = mesh_lib.process_range(mesh, batch_size)
+  return dataset.restrict_train(bounds[first], bounds[last])
+
+
 def _training_blocks(dataset, trainer: Trainer, mesh, batch_size: int):
   """The training set as [B, M, ...] blocks on the mesh's data axis, and the block sizes [B].
 
@@ -321,7 +330,7 @@ def train_group(configs: Sequence, workdirs: Sequence[str], *, raise_on_failure:
   if batch_size % mesh_lib.data_size(mesh):
     raise ConfigError(f"training.batch_size={batch_size} must be divisible by the number of "
                       f"devices on the mesh's data axis ({mesh_lib.data_size(mesh)})")
-  dataset = dataset or data_lib.load(config.data)
+  dataset = _process_slice(dataset or data_lib.load(config.data), mesh, batch_size)
   trainer = build_trainer(configs, dataset)
   # Everything that can refuse the configs has run; only now is anything written.
   for workdir, c in zip(workdirs, configs):

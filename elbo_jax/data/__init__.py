@@ -88,7 +88,9 @@ class Dataset:
 
   Attributes:
     train, validation, test: [N, H, W, C]; float32 in [0, 1] ({0, 1} when statically binarised)
-      or uint8 0..255 for preprocessing "uint8".
+      or uint8 0..255 for preprocessing "uint8". `train` may hold only rows
+      train_offset..train_offset+len(train)-1 of the num_train training examples
+      (`restrict_train`: a process of a multi-process run keeps its own slice).
     preprocessing: the `data.preprocessing` that produced the arrays.
     info: JSON-ready provenance (name, source, path, preprocessing, binarization, split, seed,
       shape, dtype, sizes; data_dir and tfds_version for TFDS). The trainer writes it into
@@ -100,19 +102,29 @@ class Dataset:
   test: np.ndarray
   preprocessing: str
   info: dict[str, Any]
+  train_offset: int = 0
+  num_train: int = -1  # -1: len(train)
+
+  def __post_init__(self):
+    if self.num_train < 0:
+      object.__setattr__(self, "num_train", len(self.train))
 
   @property
   def shape(self) -> tuple[int, ...]:
     """(H, W, C) of one example."""
     return self.train.shape[1:]
 
-  @property
-  def num_train(self) -> int:
-    return len(self.train)
-
   def train_rows(self, start: int, stop: int) -> np.ndarray:
-    """Rows start..stop-1 of the training set: [stop - start, H, W, C]."""
-    return self.train[start:stop]
+    """Rows start..stop-1 of the whole training set (they must be held): [stop - start, ...]."""
+    if start < self.train_offset or stop > self.train_offset + len(self.train):
+      raise ValueError(f"training rows {start}..{stop} are not among the rows held, "
+                       f"{self.train_offset}..{self.train_offset + len(self.train)}")
+    return self.train[start - self.train_offset:stop - self.train_offset]
+
+  def restrict_train(self, start: int, stop: int) -> Dataset:
+    """This data set holding only training rows start..stop-1 (a copy; the rest can be freed)."""
+    return dataclasses.replace(self, train=self.train_rows(start, stop).copy(),
+                               train_offset=start, num_train=self.num_train)
 
   @property
   def dynamic(self) -> bool:
