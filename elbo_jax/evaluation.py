@@ -57,7 +57,6 @@ def importance_log_likelihood(model, *, num_samples: int = 5000, chunk_size: int
       (running_max, running_sum), _ = jax.lax.scan(step, init, jnp.arange(num_chunks))
       return running_max + jnp.log(running_sum) - math.log(num_samples)
 
-  per_example.model = model
   return per_example
 
 

@@ -46,9 +46,6 @@ class Registry(Generic[T]):
   def names(self) -> list[str]:
     return sorted(self._items)
 
-  def __contains__(self, name: object) -> bool:
-    return name in self._items
-
 
 def positive_int(field: str, value: Any) -> int:
   """Returns `value` if it is a positive integer, else raises a ConfigError naming `field`."""

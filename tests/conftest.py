@@ -4,7 +4,6 @@ command line that trains it in a subprocess."""
 import os
 import sys
 
-import pytest
 
 from elbo_jax import io
 from elbo_jax.config import default_config
@@ -40,8 +39,3 @@ def train_metrics(workdir):
   """workdir/metrics.jsonl without the wall-clock speed, which differs between runs."""
   records = io.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   return [{k: v for k, v in r.items() if k != "train/steps_per_sec"} for r in records]
-
-
-@pytest.fixture
-def tiny():
-  return tiny_config
