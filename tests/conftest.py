@@ -4,7 +4,6 @@ command line that trains it in a subprocess."""
 import os
 import sys
 
-
 from elbo_jax import io
 from elbo_jax.config import default_config
 from elbo_jax.sweep import apply_overrides
