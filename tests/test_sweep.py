@@ -58,13 +58,28 @@ def test_the_beta_smoke_ablation_trains_21_runs_as_one_program_and_plots_the_pla
 def test_the_burda_smoke_ablation_fills_the_paper_column(tmp_path):
   from configs.ablations import burda_table1
   rows = sweep.run(burda_table1.get_config("smoke"), str(tmp_path))
-  assert len(rows) == 24 and all(r["status"] == "done" for r in rows)
-  assert len(io.read_jsonl(tmp_path / "sweep_log.jsonl")) == 12  # seeds share a program
+  assert len(rows) == 12 and all(r["status"] == "done" for r in rows)
+  assert len(io.read_jsonl(tmp_path / "sweep_log.jsonl")) == 6  # seeds share a program
   table = (tmp_path / "table.md").read_text()
-  assert "| 1 | iwae_k50 |" in table and "| 84.78 |" in table and "| 2 | vae_k1 |" in table
+  assert "| 1 | iwae_k5 |" in table and "| 85.54 |" in table and "| 2 | vae_k5 |" in table
+  assert "| 2 | iwae_k50_dreg |" in table
   with open(tmp_path / "results.csv") as f:
     assert {"cell", "layers", "objective", "seed", "status", "nll", "elbo", "active_units",
             "overrides", "workdir"} <= set(csv.DictReader(f).fieldnames)
+
+
+def test_the_burda_paper_variant_has_both_rows_all_six_columns_and_the_published_numbers():
+  from configs.ablations import burda_table1
+  ablation = burda_table1.get_config()
+  specs = sweep.run_specs(ablation, "/nonexistent")
+  assert [s.cell.name for s in specs] == [
+      f"{layers}-{objective}" for layers in ("1", "2") for objective in (
+          "vae_k1", "vae_k5", "vae_k50", "iwae_k5", "iwae_k50", "iwae_k50_dreg")]
+  two_layer_k50 = next(s.config for s in specs if s.cell.name == "2-iwae_k50")
+  assert (two_layer_k50.model.name, two_layer_k50.model.latent_dim, two_layer_k50.model.latent2_dim,
+          two_layer_k50.objective.num_samples) == ("two_layer", 100, 50, 50)
+  assert two_layer_k50.training.num_epochs == 3280 and two_layer_k50.training.batch_size == 20
+  assert dict(ablation.references["2-iwae_k50"]) == {"nll": 82.90}
 
 
 def test_a_replica_of_a_vectorised_group_ends_as_its_standalone_run(tmp_path):
@@ -97,9 +112,10 @@ def _ablate_cmd(config, workdir, *extra):
 
 
 def test_a_sweep_killed_mid_run_resumes_to_the_same_results(tmp_path):
+  from tests import tiny_ablation
   config = "tests/tiny_ablation.py"
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-  subprocess.run(_ablate_cmd(config, straight), cwd=REPO, check=True, capture_output=True)
+  sweep.run(tiny_ablation.get_config(), straight)
   proc = subprocess.Popen(_ablate_cmd(config, killed), cwd=REPO, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   deadline = time.time() + 180

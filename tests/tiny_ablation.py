@@ -8,7 +8,7 @@ def get_config(arg=None):
   del arg
   c = sweep.default_config()
   c.name = "tiny"
-  c.base = tiny_config(**{"training.num_epochs": 6})
+  c.base = tiny_config()
   c.axes = (sweep.grid("objective.beta", (0.5, 1.0)),)
   c.seeds = (0, 1)
   c.metrics = ("elbo", "rate", "distortion")
