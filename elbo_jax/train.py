@@ -35,7 +35,7 @@ from elbo_jax import batching, objectives, report, xla
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
 from elbo_jax import mesh as mesh_lib
-from elbo_jax.build import Trainer, build_trainer
+from elbo_jax.build import Trainer, build_trainer, check_config
 from elbo_jax.registry import ConfigError
 from elbo_jax.workdir import Run, WorkdirLock, check_config_matches, check_path, restore_params
 
@@ -285,13 +285,15 @@ def _replica(tree, r: int):
   return jax.tree.map(lambda a: a[r], tree)
 
 
-def _process_slice(dataset, mesh, batch_size: int):
-  """`dataset` keeping only the training rows of this process's blocks (all of them, alone)."""
-  if jax.process_count() == 1:
-    return dataset
-  bounds = batching.block_bounds(dataset.num_train, batch_size)
+def _process_rows(mesh, batch_size: int):
+  """num_train -> the training rows [start, stop) of this process's blocks (all of them, alone)."""
   first, last = mesh_lib.process_range(mesh, batch_size)
-  return dataset.restrict_train(bounds[first], bounds[last])
+
+  def rows(num_train: int) -> tuple[int, int]:
+    bounds = batching.block_bounds(num_train, batch_size)
+    return int(bounds[first]), int(bounds[last])
+
+  return rows
 
 
 def _training_blocks(dataset, trainer: Trainer, mesh, batch_size: int):
@@ -320,6 +322,8 @@ def train_group(configs: Sequence, workdirs: Sequence[str], *, raise_on_failure:
   the caller has it already; position: the progress bar's line (a sweep's own bar is above).
   """
   configs, workdirs = list(configs), list(workdirs)
+  for c in configs:
+    check_config(c)  # every field that needs no data, before devices and data are touched
   config = configs[0]
   devices = mesh_lib.select_devices(config.accelerator.platform, config.accelerator.num_devices)
   # Replicas spread over the replica axis only when they divide evenly; else all devices hold
@@ -330,7 +334,12 @@ def train_group(configs: Sequence, workdirs: Sequence[str], *, raise_on_failure:
   if batch_size % mesh_lib.data_size(mesh):
     raise ConfigError(f"training.batch_size={batch_size} must be divisible by the number of "
                       f"devices on the mesh's data axis ({mesh_lib.data_size(mesh)})")
-  dataset = _process_slice(dataset or data_lib.load(config.data), mesh, batch_size)
+  # A process reads (TFDS) or keeps (local files) only the training rows of its own blocks.
+  rows = _process_rows(mesh, batch_size)
+  if dataset is None:
+    dataset = data_lib.load(config.data, train_slice=rows)
+  elif (dataset.train_offset, dataset.train_offset + len(dataset.train)) != rows(dataset.num_train):
+    dataset = dataset.restrict_train(*rows(dataset.num_train))
   trainer = build_trainer(configs, dataset)
   # Everything that can refuse the configs has run; only now is anything written.
   for workdir, c in zip(workdirs, configs):

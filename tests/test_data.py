@@ -323,3 +323,21 @@ def test_check_compatible_names_the_fields_to_change():
     data.check_compatible(uint8, "real", "gaussian")
   with pytest.raises(ValueError, match="data_kind"):
     data.check_compatible(floats, "binary")
+
+
+def test_a_process_reads_only_its_training_rows_and_they_are_the_whole_sets_rows(tmp_path):
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (60, 4, 4, 1)).astype(np.uint8)
+  path = tmp_path / "d.npz"
+  np.savez(path, train=images[:40], test=images[40:])
+  config = _config(path=str(path), split="burda", validation_size=6,
+                   preprocessing="static_binarization")
+  whole = data.load(config)
+  part = data.load(config, train_slice=lambda n: (n // 3, n // 2))
+  assert (whole.num_train, part.num_train, part.train_offset) == (34, 34, 11)
+  np.testing.assert_array_equal(part.train, whole.train[11:17])
+  np.testing.assert_array_equal(part.train_rows(12, 14), whole.train[12:14])
+  np.testing.assert_array_equal(part.validation, whole.validation)
+  assert part.info == whole.info
+  with pytest.raises(ValueError, match="not among the rows held"):
+    part.train_rows(0, 5)

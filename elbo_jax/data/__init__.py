@@ -172,6 +172,16 @@ PREPROCESSING.register("float")(lambda x, rng: _to_unit(x))
 PREPROCESSING.register("uint8")(lambda x, rng: _to_uint8(x))
 
 
+def _held_out(n: int, validation_size: int, seed: int) -> np.ndarray:
+  """[n] bool: the `validation_size` rows held out of n; the same (n, size, seed), the same rows."""
+  if validation_size >= n:
+    raise ConfigError(f"data.validation_size={validation_size} must be smaller than the "
+                      f"{n} training images")
+  held_out = np.zeros(n, bool)
+  held_out[np.random.default_rng([seed, 0]).permutation(n)[:validation_size]] = True
+  return held_out
+
+
 def holdout_split(
     x: np.ndarray, validation_size: int = 400, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -179,29 +189,51 @@ def holdout_split(
 
   The same (N, validation_size, seed) always picks the same rows; both parts keep x's order.
   """
-  if validation_size >= len(x):
-    raise ConfigError(f"data.validation_size={validation_size} must be smaller than the "
-                      f"{len(x)} training images")
-  held_out = np.zeros(len(x), bool)
-  held_out[np.random.default_rng([seed, 0]).permutation(len(x))[:validation_size]] = True
+  held_out = _held_out(len(x), validation_size, seed)
   return x[~held_out], x[held_out]
 
 
-# Splits: (raw splits, validation_size, seed) -> (train, validation, test).
-SPLITS: Registry[Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]] = Registry("data.split")
+# A split's rows as (names [n], rows [n]): row rows[i] of the source split names[i], in order.
+Rows = tuple[np.ndarray, np.ndarray]
+
+
+def _rows(sizes: dict[str, int], names: list[str]) -> Rows:
+  return (np.concatenate([np.full(sizes[k], k, object) for k in names]),
+          np.concatenate([np.arange(sizes[k]) for k in names]))
+
+
+def _holdout(pool: Rows, validation_size: int, seed: int) -> tuple[Rows, Rows]:
+  held_out = _held_out(len(pool[0]), validation_size, seed)
+  return (pool[0][~held_out], pool[1][~held_out]), (pool[0][held_out], pool[1][held_out])
+
+
+# Splits: (source split sizes, validation_size, seed) -> (train, validation, test) as Rows, so
+# that a process can read only the rows it trains on.
+SPLITS: Registry[Callable[..., tuple[Rows, Rows, Rows]]] = Registry("data.split")
 
 
 @SPLITS.register("burda")
-def _burda_split(raw, validation_size: int, seed: int):
-  pool = np.concatenate([raw["train"], raw["validation"]]) if "validation" in raw else raw["train"]
-  return (*holdout_split(pool, validation_size, seed), raw["test"])
+def _burda_split(sizes: dict[str, int], validation_size: int, seed: int):
+  pool = _rows(sizes, ["train", "validation"] if "validation" in sizes else ["train"])
+  return (*_holdout(pool, validation_size, seed), _rows(sizes, ["test"]))
 
 
 @SPLITS.register("standard")
-def _standard_split(raw, validation_size: int, seed: int):
-  if "validation" in raw:
-    return raw["train"], raw["validation"], raw["test"]
-  return (*holdout_split(raw["train"], validation_size, seed), raw["test"])
+def _standard_split(sizes: dict[str, int], validation_size: int, seed: int):
+  if "validation" in sizes:
+    return _rows(sizes, ["train"]), _rows(sizes, ["validation"]), _rows(sizes, ["test"])
+  return (*_holdout(_rows(sizes, ["train"]), validation_size, seed), _rows(sizes, ["test"]))
+
+
+def _gather(splits: dict[str, np.ndarray], rows: Rows) -> np.ndarray:
+  """The rows of `rows` from the (preprocessed) source splits, in order: [len(rows), ...]."""
+  names, index = rows
+  first = next(iter(splits.values()))
+  out = np.empty((len(names), *first.shape[1:]), first.dtype)
+  for name in dict.fromkeys(names):
+    mine = names == name
+    out[mine] = splits[name][index[mine]]
+  return out
 
 
 def _fields(config_data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -234,11 +266,14 @@ def _binarization(cfg: ml_collections.ConfigDict, source: str) -> str:
   return "none"
 
 
-def load(config_data: ml_collections.ConfigDict) -> Dataset:
+def load(config_data: ml_collections.ConfigDict,
+         train_slice: Callable[[int], tuple[int, int]] | None = None) -> Dataset:
   """Reads, preprocesses and splits the data set that `config_data` (config.data) describes.
 
-  Raises ConfigError (one line, naming the field to change) for unknown names or options,
-  missing or unreadable data.
+  train_slice: num_train -> (start, stop): keep only those training rows (a process of a
+  multi-process run); TFDS splits are then decoded for those rows only (plus the validation and
+  test sets). Raises ConfigError (one line, naming the field to change) for unknown names or
+  options, missing or unreadable data.
   """
   cfg = _fields(config_data)
   preprocess = PREPROCESSING.get(cfg.preprocessing)
@@ -260,12 +295,28 @@ def load(config_data: ml_collections.ConfigDict) -> Dataset:
   if len({x.shape[1:] for x in raw.values()}) > 1:
     shapes = ", ".join(f"{k} {x.shape[1:]}" for k, x in raw.items())
     raise ConfigError(f"data.path={cfg.path!r}: the splits' image shapes differ ({shapes})")
+  train_rows, validation_rows, test_rows = split({k: len(x) for k, x in raw.items()},
+                                                 cfg.validation_size, cfg.seed)
+  num_train, offset = len(train_rows[0]), 0
+  if train_slice is not None:
+    offset, stop = train_slice(num_train)
+    train_rows = (train_rows[0][offset:stop], train_rows[1][offset:stop])
   # One binarisation stream per source split, so an image's draw does not depend on `split`.
-  processed = {
-      k: preprocess(x, np.random.default_rng([cfg.seed, 1, i]))
-      for i, (k, x) in enumerate(sorted(raw.items()))
-  }
-  train, validation, test = split(processed, cfg.validation_size, cfg.seed)
+  processed = {}
+  for i, (k, x) in enumerate(sorted(raw.items())):
+    rng = np.random.default_rng([cfg.seed, 1, i])
+    if isinstance(x, np.ndarray):
+      processed[k] = preprocess(x, rng)
+      continue
+    # A split read on demand (TFDS): decode only the rows needed; the index stays that of the
+    # whole split (the static binarisation draws for the whole split are cheap next to decoding).
+    needed = np.unique(np.concatenate([r[1][r[0] == k] for r in (train_rows, validation_rows,
+                                                                  test_rows)]))
+    full = np.zeros(x.shape, x.dtype)
+    full[needed] = x.read(needed)
+    processed[k] = preprocess(full, rng)
+  train, validation, test = (_gather(processed, r)
+                             for r in (train_rows, validation_rows, test_rows))
   # "digits" is the default name; on a local file it would mislabel e.g. MNIST in results.json.
   name = cfg.name
   if source == "local" and name == "digits":
@@ -280,10 +331,11 @@ def load(config_data: ml_collections.ConfigDict) -> Dataset:
       seed=cfg.seed,
       shape=list(train.shape[1:]),
       dtype=str(train.dtype),
-      sizes={"train": len(train), "validation": len(validation), "test": len(test)},
+      sizes={"train": num_train, "validation": len(validation), "test": len(test)},
       **extra,
   )
-  return Dataset(train, validation, test, cfg.preprocessing, info)
+  return Dataset(train, validation, test, cfg.preprocessing, info, train_offset=offset,
+                 num_train=num_train)
 
 
 def check_compatible(dataset: Dataset, data_kind: str, likelihood: str = "") -> None:
