@@ -18,6 +18,7 @@ and trains only what was added; a workdir holding a different ablation is refuse
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import itertools
@@ -142,7 +143,6 @@ def parse_cell(spec: str) -> Cell:
 
 
 def _literal(text: str):
-  import ast
   try:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
@@ -158,20 +158,20 @@ def apply_overrides(base, overrides: dict, where: str):
   naming the closest existing ones."""
   config = ml_collections.ConfigDict(base.to_dict())
   for field, value in overrides.items():
-    parts = field.split(".")
-    try:
-      node = config
-      for part in parts[:-1]:
-        node = node[part]
-      if parts[-1] not in node:
-        raise KeyError(field)
-      current = node[parts[-1]]
-      node[parts[-1]] = tuple(value) if isinstance(current, tuple) and isinstance(
-          value, list) else value
-    except (KeyError, AttributeError, TypeError):
+    *sections, name = field.split(".")
+    node = config
+    for part in sections:
+      node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+    if not isinstance(node, ml_collections.ConfigDict) or name not in node:
       close = difflib.get_close_matches(field, _field_paths(base), n=3, cutoff=0.6)
       hint = f"; closest: {', '.join(close)}" if close else ""
-      raise ConfigError(f"{where}: {field!r} is not a config field{hint}") from None
+      raise ConfigError(f"{where}: {field!r} is not a config field{hint}")
+    current = node[name]
+    try:
+      node[name] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
+    except TypeError:
+      raise ConfigError(f"{where}: {field}={value!r} has the wrong type; it is a "
+                        f"{type(current).__name__}, e.g. {current!r}") from None
   return config_lib.lock(config)
 
 

@@ -166,6 +166,8 @@ def test_a_workdir_holding_a_different_ablation_is_refused(tmp_path):
     ({"axes": (sweep.grid("objective.betta", (1.0,)),)},
      "ablation cell 'betta=1.0': 'objective.betta' is not a config field; closest: objective.beta"),
     ({"axes": (sweep.grid("objective.beta", ()),)}, "axis 'beta' has no values"),
+    ({"axes": (sweep.grid("objective.beta", ("big",)),)},
+     "objective.beta='big' has the wrong type; it is a float, e.g. 1.0"),
     ({"axes": (sweep.grid("model.latent_dim", (2, 3)),), "vectorize": "all"},
      "runs of one vectorised group differ in model.latent_dim"),
     ({"seeds": ()}, "seeds=() is empty"),
