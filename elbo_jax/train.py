@@ -405,6 +405,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return train_group([config], [workdir])[0]
 
 
+def restore_run(workdir: str, config, dataset) -> tuple[Trainer, Any]:
+  """The trainer of a saved run and its latest parameters, on this process's first device,
+  whatever devices and processes wrote them."""
+  trainer = build_trainer([config], dataset)
+  state = jax.eval_shape(lambda: create_train_state(trainer.model, trainer.optimizer(),
+                                                    dataset.train[0],
+                                                    split_seed(config.seed)["init"]))
+  return trainer, restore_params(workdir, state)
+
+
 def evaluate_workdir(workdir: str, eval_overrides: dict | None = None) -> dict:
   """Re-evaluates the latest checkpoint of a run with the config saved in its workdir."""
   path = check_path(workdir)
@@ -414,11 +424,7 @@ def evaluate_workdir(workdir: str, eval_overrides: dict | None = None) -> dict:
   lock = WorkdirLock(path, "evaluation")
   try:
     dataset = data_lib.load(config.data)
-    trainer = build_trainer([config], dataset)
-    state = jax.eval_shape(lambda: create_train_state(trainer.model, trainer.optimizer(),
-                                                      dataset.train[0],
-                                                      split_seed(config.seed)["init"]))
-    params = restore_params(path, state)
+    trainer, params = restore_run(path, config, dataset)
     return report.evaluate_run(path, trainer.model, config, dataset, params,
                                progress=config.training.progress)
   finally:
