@@ -225,6 +225,22 @@ def test_notes_are_printed_under_the_table_and_nothing_without_them(tmp_path):
   assert plain[plain.index("Cells (overrides of the base config):") - 2].startswith("| latent")
 
 
+def test_the_header_names_every_way_the_cells_prepare_their_data(tmp_path):
+  ablation = _one_cell(axes=(sweep.grid("data.preprocessing", ("dynamic_binarization", "float",
+                                                               "uint8")),))
+  specs = sweep.run_specs(ablation, str(tmp_path))
+  for spec, binarization in zip(specs, ("dynamic: Bernoulli(x) redrawn", "none", "none")):
+    data = {"name": "mnist", "binarization": binarization,
+            "preprocessing": spec.config.data.preprocessing, "split": "burda",
+            "sizes": {"train": 59600, "validation": 400, "test": 10000}}
+    os.makedirs(spec.workdir)
+    io.write_json_atomic(os.path.join(spec.workdir, "results.json"), {
+        "data": data, "test": {"num_examples": 1000, "num_importance_samples": 5000}})
+  header = "\n".join(tables.header(ablation, specs, str(tmp_path)))
+  assert ("Data: mnist (dynamic: Bernoulli(x) redrawn; preprocessing float; preprocessing uint8; "
+          "split burda: 59600 / 400 / 10000).") in header
+
+
 def test_examples_seen_is_the_step_times_the_batch_size_where_the_metric_was_logged():
   records = [{"step": 14, "train/elbo": -50.0}, {"step": 28, "train/elbo": -45.0,
                                                  "test/elbo": -46.0},

@@ -18,7 +18,8 @@ train and 15 to evaluate on 2 CPU cores).
 The categorical's decoder sizes the short schedule: its output layer is 200 x 200,704 weights,
 about 40 M multiply-adds per decoded sample (150 times the rest of the model), so an epoch takes
 274 s against 35 s for the logistic mixture and about 2.7 s for the others, and the K = 5000
-log-likelihood would take 5.6 s per test image (K = 1000: 1.1 s).
+log-likelihood would take 5.6 s per test image (K = 1000: 1.1 s). The MNIST variants evaluate 5
+images x 200 samples per call: the categorical's logits for the default 20 x 500 take 8 GB.
 
 Short wall time, estimated at about 51 minutes from timings on this 2-core CPU while another job
 shared it (the Burda base model ran at 200-220 steps/s there, 322 on a quiet machine): 8 epochs
@@ -85,6 +86,10 @@ def get_config(arg=None):
   elif arg in ("short", "paper", None):
     c.base_config = "configs/mnist_vae.py"
     c.base = mnist_vae.get_config()
+    with c.base.unlocked():
+      # The categorical's logits, 784 x 256 floats per sample, for 5 x 200 samples: 0.8 GB.
+      c.base.eval.batch_size = 5
+      c.base.eval.chunk_size = 200
     if arg == "short":
       with c.base.unlocked():
         c.base.training.num_epochs = 8

@@ -61,6 +61,7 @@ def check(ablation, specs) -> None:
 
 
 def _parse(text: str):
+  """A CSV field as the int or float it spells, else as it is."""
   for kind in (int, float):
     try:
       return kind(text)
