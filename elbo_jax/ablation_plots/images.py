@@ -15,7 +15,7 @@ from elbo_jax import plots, report
 from elbo_jax.ablation_plots.base import first_seeds, load_runs, register
 from elbo_jax.registry import ConfigError
 
-# As many samples as each run's samples.png, so the sampler compiled for it is used again.
+# The samples of each run's samples.png: as many, drawn with the same key (`_keys`).
 NUM_SAMPLES = 64
 NUM_PSEUDO_INPUTS = 100  # of the VampPrior's K, shown as images
 NUM_RECONSTRUCTIONS = 8
@@ -30,7 +30,7 @@ def _show(ax, grid: np.ndarray, title: str) -> None:
 
 
 def _keys(run):
-  """Fixed (sample, reconstruction) keys: a figure drawn again shows the same images."""
+  """The fixed (sample, reconstruction) keys of `report.evaluate_run`'s figures."""
   return jax.random.split(jax.random.key(run.spec.config.eval.seed + 1))
 
 
@@ -68,12 +68,12 @@ def samples_and_reconstructions(ablation, rows, specs, workdir) -> str | None:
   (one posterior draw, decoded to the likelihood's mean). The test images are what that cell's
   likelihood models (binarised as the evaluation binarises them, grey, or 8-bit)."""
   del rows
-  runs = list(load_runs(first_seeds(specs)))
-  if not runs:
+  chosen = first_seeds(specs)
+  if not chosen:
     return None
-  fig = Figure(figsize=(2.3 * len(runs), 3.6), layout="constrained")
-  axes = fig.subplots(2, len(runs), squeeze=False, height_ratios=(4, 1.1))
-  for (top, bottom), run in zip(axes.T, runs):
+  fig = Figure(figsize=(2.3 * len(chosen), 3.6), layout="constrained")
+  axes = fig.subplots(2, len(chosen), squeeze=False, height_ratios=(4, 1.1))
+  for (top, bottom), run in zip(axes.T, load_runs(chosen)):
     sample_key, recon_key = _keys(run)
     test = report.eval_data(run.dataset, run.dataset.test,
                             jax.random.key(run.spec.config.eval.seed))[:NUM_RECONSTRUCTIONS]
