@@ -29,9 +29,21 @@ def image_grid(images, path, title=None, nrow=None, pad=1, pad_value=1.0):
   images: [N, H, W, C] with C in {1, 3}, values in [0, 1] (clipped). nrow: images per row (the
   torchvision convention); default ceil(sqrt(N)). pad: pixels of `pad_value` between images.
   """
+  return _save_grid(tile(images, nrow, pad, pad_value), path, title)
+
+
+def tile(images, ncol=None, pad=1, pad_value=1.0):
+  """images [N, H, W, C] (C in {1, 3}; clipped to [0, 1]) -> one array
+  [rows*(H+pad)+pad, ncol*(W+pad)+pad, C], row-major; ncol defaults to ceil(sqrt(N))."""
   images = _check_images(images, "images")
-  ncol = nrow or math.ceil(math.sqrt(len(images)))
-  return _save_grid(_tile(images, ncol, pad, pad_value), path, title)
+  n, h, w, c = images.shape
+  ncol = ncol or math.ceil(math.sqrt(n))
+  nrows = math.ceil(n / ncol)
+  grid = np.full((nrows * (h + pad) + pad, ncol * (w + pad) + pad, c), pad_value, np.float32)
+  for i, image in enumerate(images):
+    top, left = pad + (i // ncol) * (h + pad), pad + (i % ncol) * (w + pad)
+    grid[top:top + h, left:left + w] = image
+  return grid
 
 
 def reconstructions(
@@ -40,6 +52,14 @@ def reconstructions(
   """Saves data images with their reconstructions directly below, in pairs of rows.
 
   originals, recons: [N, H, W, C], same shape. per_row: pairs per row, default min(N, 10).
+  """
+  return _save_grid(reconstruction_grid(originals, recons, per_row), path, title)
+
+
+def reconstruction_grid(originals, recons, per_row=None):
+  """The tiled array of `reconstructions`: data rows each followed by their reconstructions.
+
+  originals, recons: [N, H, W, C], same shape, values in [0, 1]. Returns [rows, cols, C].
   """
   originals = _check_images(originals, "originals")
   recons = _check_images(recons, "recons")
@@ -53,7 +73,7 @@ def reconstructions(
   originals = np.concatenate([originals, blank]).reshape(-1, per_row, *originals.shape[1:])
   recons = np.concatenate([recons, blank]).reshape(originals.shape)
   interleaved = np.stack([originals, recons], axis=1).reshape(-1, *originals.shape[2:])
-  return _save_grid(_tile(interleaved, per_row, 1, 1.0), path, title)
+  return tile(interleaved, per_row)
 
 
 def latent_manifold(
@@ -76,7 +96,7 @@ def latent_manifold(
   images = _check_images(images.reshape(n * n, *image_shape), "decoded means")
   title = title or f"decoded means, z on a {n}x{n} grid of N(0,1) quantiles 0.05..0.95"
   # No padding: the point of the figure is the continuity between neighbouring cells.
-  return _save_grid(_tile(images, n, 0, 0.0), path, title)
+  return _save_grid(tile(images, n, pad=0, pad_value=0.0), path, title)
 
 
 def training_curves(records: Sequence[dict], path, title=None):
@@ -169,17 +189,6 @@ def _check_images(images, name):
   if images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) == 0:
     raise ValueError(f"{name} must be [N, H, W, C] with N >= 1 and C in {{1, 3}}, got {images.shape}")
   return np.clip(np.nan_to_num(images, nan=0.0), 0.0, 1.0)
-
-
-def _tile(images, ncol, pad, pad_value):
-  """images [N, H, W, C] -> one array [rows*(H+pad)+pad, ncol*(W+pad)+pad, C], row-major."""
-  n, h, w, c = images.shape
-  nrows = math.ceil(n / ncol)
-  grid = np.full((nrows * (h + pad) + pad, ncol * (w + pad) + pad, c), pad_value, np.float32)
-  for i, image in enumerate(images):
-    top, left = pad + (i // ncol) * (h + pad), pad + (i % ncol) * (w + pad)
-    grid[top:top + h, left:left + w] = image
-  return grid
 
 
 def _save_grid(grid, path, title):

@@ -73,11 +73,15 @@ def _image_fns(model):
   return decode, sample, encode
 
 
+def as_images(model, x) -> np.ndarray:
+  """Data or means in the likelihood's units (0..255 for 8-bit ones) as images in [0, 1]."""
+  scale = 255.0 if model.likelihood.data_kind == "uint8" else 1.0
+  return np.clip(np.asarray(x, np.float32) / scale, 0.0, 1.0)
+
+
 def decode_mean(model, params, z):
   """The likelihood's mean image for latents z: [n, D] -> [n, *data_shape], scaled to [0, 1]."""
-  images = _image_fns(model)[0](params, jnp.asarray(z, jnp.float32))
-  scale = 255.0 if model.likelihood.data_kind == "uint8" else 1.0
-  return np.clip(np.asarray(images) / scale, 0.0, 1.0)
+  return as_images(model, _image_fns(model)[0](params, jnp.asarray(z, jnp.float32)))
 
 
 def sample_prior(model, params, key, n: int):
@@ -98,8 +102,7 @@ def write_figures(workdir, model, params, test, key, progress_records):
                                   os.path.join(workdir, "samples.png"),
                                   title="samples from the prior"),
       "reconstructions": plots.reconstructions(
-          np.clip(test[:10] / (255.0 if model.likelihood.data_kind == "uint8" else 1.0), 0, 1),
-          reconstruct(model, params, test[:10], recon_key),
+          as_images(model, test[:10]), reconstruct(model, params, test[:10], recon_key),
           os.path.join(workdir, "reconstructions.png")),
       "training_curves": plots.training_curves(progress_records,
                                                os.path.join(workdir, "training_curves.png")),

@@ -84,11 +84,15 @@ def _format(mean: float, std: float, digits: int) -> str:
   return text if math.isnan(std) else f"{text} ± {std:.{digits}f}"
 
 
-def _results_of_a_done_run(specs) -> dict | None:
-  for spec in specs:
-    if spec.status == "done":
-      return io.read_json(os.path.join(spec.workdir, RESULTS_FILE))
-  return None
+def _done_results(specs) -> list[dict]:
+  return [io.read_json(os.path.join(s.workdir, RESULTS_FILE)) for s in specs if s.status == "done"]
+
+
+def _data_variant(data: dict) -> str:
+  """How a run's data were prepared: its binarisation, else its preprocessing (float, uint8)."""
+  binarization = data.get("binarization")
+  return binarization if binarization not in (None, "none") else (
+      f"preprocessing {data.get('preprocessing')}")
 
 
 def header(ablation, specs, workdir: str) -> list[str]:
@@ -104,14 +108,15 @@ def header(ablation, specs, workdir: str) -> list[str]:
       f"Base config: `{ablation.base_config or 'inline'}`; schedule: {training.num_epochs} epochs "
       f"at batch {training.batch_size}, {opt.name} learning rate {opt.learning_rate:g} "
       f"({opt.schedule}); cells override it as listed below the table.")
-  results = _results_of_a_done_run(specs)
-  if results:
-    data, test = results["data"], results["test"]
+  done = _done_results(specs)
+  if done:
+    data, test = done[0]["data"], done[0]["test"]
     sizes = data.get("sizes", {})
+    # Cells may prepare the data differently (e.g. one per likelihood): name every variant.
+    variants = "; ".join(dict.fromkeys(_data_variant(r["data"]) for r in done))
     lines.append(
-        f"Data: {data.get('name')} ({data.get('binarization') or data.get('preprocessing')}; "
-        f"split {data.get('split')}: {sizes.get('train')} / {sizes.get('validation')} / "
-        f"{sizes.get('test')}).")
+        f"Data: {data.get('name')} ({variants}; split {data.get('split')}: {sizes.get('train')} "
+        f"/ {sizes.get('validation')} / {sizes.get('test')}).")
     subset = test.get("num_examples")
     elbo_n = test.get("elbo_num_examples", subset)
     lines.append(
@@ -136,7 +141,8 @@ def markdown(ablation, rows: Sequence[dict], specs, workdir: str) -> str:
   refs = {cell: dict(v) for cell, v in dict(ablation.references).items()}
   columns = [*label_keys]
   for metric in ablation.metrics:
-    columns.append(METRICS.get(metric).label)
+    # A "|" in a label (KL(q||p)) would end the markdown cell.
+    columns.append(METRICS.get(metric).label.replace("|", "\\|"))
     if any(metric in r for r in refs.values()):
       columns += ["paper", "diff"]
   columns.append("seeds")
@@ -163,6 +169,8 @@ def markdown(ablation, rows: Sequence[dict], specs, workdir: str) -> str:
   lines.append("")
   if ablation.reference_source:
     lines += [f"Published numbers: {ablation.reference_source}", ""]
+  if ablation.notes:
+    lines += [ablation.notes.strip(), ""]
   lines.append("Cells (overrides of the base config):")
   for cell in cells:
     spec = next(s for s in specs if s.cell.name == cell)

@@ -25,7 +25,6 @@ import math
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from elbo_jax import distributions
 
@@ -114,11 +113,9 @@ class VAE(nn.Module):
     k = jax.random.randint(component_key, (num_samples,), 0, self.prior.num_pseudo_inputs)
     q_u = self.encode(self.prior.pseudo_inputs()[k])  # leaves: [n, ...]
     keys = jax.random.split(sample_key, num_samples)
-    # One draw from each chosen component; the sampler is written per example, so map it.
-    return jnp.stack(
-        [self.posterior.sample(jax.tree.map(lambda a: a[i], q_u), keys[i], 1)[0][0]
-         for i in range(num_samples)]
-    )
+    # One draw from each chosen component; the sampler is written per example, so map it. A vmap,
+    # not a Python loop, which compiled a copy per sample (12 s for 64 samples of a small model).
+    return jax.vmap(lambda q, key: self.posterior.sample(q, key, 1)[0][0])(q_u, keys)
 
 
 def split_params(model, params) -> tuple[dict, dict]:

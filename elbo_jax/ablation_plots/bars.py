@@ -1,35 +1,20 @@
-"""An ablation's figures, chosen by name in its config (`figures = ("rate_distortion",)`).
-
-Each entry of FIGURES is fn(ablation, rows, specs, workdir) -> path of the PNG it wrote into
-workdir: rows are results.csv's (one per cell and seed, metrics as floats, done runs only carrying
-them), specs the `sweep.RunSpec`s in cell order, so a figure can also open a run's files.
-"""
+"""Figures drawn from results.csv alone: bars of any tabulated metric, the rate-distortion plane."""
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from elbo_jax.ablation_plots.base import cells as _cells
+from elbo_jax.ablation_plots.base import register
+from elbo_jax.ablation_plots.base import values as _values
 from elbo_jax.plots import save_figure
-from elbo_jax.registry import Registry
-
-FIGURES: Registry = Registry("ablation figures")
 
 
-def _cells(specs) -> list:
-  """The cells in ablation order, each once."""
-  return list({s.cell.name: s.cell for s in specs}.values())
-
-
-def _values(rows: Sequence[dict], cell: str, metric: str) -> np.ndarray:
-  return np.array([r[metric] for r in rows if r["cell"] == cell and metric in r], float)
-
-
-@FIGURES.register("metric_bars")
+@register("metric_bars")
 def metric_bars(ablation, rows, specs, workdir) -> str:
   """One panel per tabulated metric: a bar per cell (mean over seeds), each seed a dot, the
   published number a red cross."""
@@ -67,7 +52,7 @@ def _beta(cell) -> float:
   return float(cell.overrides.get("objective.beta", 1.0))
 
 
-@FIGURES.register("rate_distortion")
+@register("rate_distortion")
 def rate_distortion(ablation, rows, specs, workdir) -> str:
   """Alemi et al. 2018's plane: distortion against rate, one point per beta (seeds as dots, the
   mean with a std cross), lines of equal ELBO (rate + distortion = const), beta = 1 starred; and

@@ -1,0 +1,15 @@
+"""An ablation's figures, chosen by name in its config (`figures = ("rate_distortion",)`) and
+drawn by `tables.write_outputs` into the ablation's workdir. One module per kind, each registering
+into the one FIGURES registry (`base` says what an entry is):
+
+  bars           metric_bars (every tabulated metric per cell), rate_distortion (Alemi et al. 2018)
+  curves         elbo_vs_examples (Kingma & Welling 2013, Figure 2)
+  images         prior_samples (with the VampPrior's pseudo-inputs), samples_and_reconstructions,
+                 latent_manifold
+  gradient_snr   gradient_snr (Rainforth et al. 2018; Tucker et al. 2019)
+"""
+
+from elbo_jax.ablation_plots import bars, curves, gradient_snr, images
+from elbo_jax.ablation_plots.base import FIGURES, check_options
+
+__all__ = ["FIGURES", "bars", "check_options", "curves", "gradient_snr", "images"]
