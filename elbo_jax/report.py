@@ -3,6 +3,10 @@
 `evaluate_run` writes workdir/results.json (test log-likelihood with K importance samples, ELBO
 and its terms, KL per dimension, active units) and the figures samples.png, reconstructions.png,
 training_curves.png and, for 2-D latents, latent_manifold.png.
+
+Validation and evaluation build the model computing in EVAL_DTYPE (float32) whatever
+`accelerator.compute_dtype` it was trained in (the parameters are the same), so a reported
+log-likelihood is a property of the parameters, comparable across runs, not of bfloat16 rounding.
 """
 
 from __future__ import annotations
@@ -19,8 +23,16 @@ from tqdm import tqdm
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
 from elbo_jax import evaluation, io, objectives, plots
+from elbo_jax.build import build_model
 from elbo_jax.metrics import read_metrics
 from elbo_jax.workdir import RESULTS_FILE
+
+EVAL_DTYPE = "float32"
+
+
+def eval_model(config, dataset):
+  """The model of `config` computing in EVAL_DTYPE; it reads the parameters of any compute dtype."""
+  return build_model(config, dataset, EVAL_DTYPE)
 
 
 def eval_data(dataset, x: np.ndarray, key) -> np.ndarray:
@@ -35,10 +47,10 @@ def _elbo_fn(model, num_samples: int):
   return objectives.elbo(model, num_samples=num_samples)
 
 
-def make_validator(model, config, validation: np.ndarray):
+def make_validator(config, dataset, validation: np.ndarray):
   """fn(params) -> the validation ELBO and its terms, averaged over the validation set."""
   key = jax.random.fold_in(jax.random.key(config.eval.seed), 1)
-  per_example = _elbo_fn(model, 1)
+  per_example = _elbo_fn(eval_model(config, dataset), 1)
 
   def validate(params) -> dict:
     if not len(validation):
@@ -87,8 +99,9 @@ def write_figures(workdir, model, params, test, key, progress_records):
   return {k: os.path.basename(v) for k, v in paths.items()}
 
 
-def evaluate_run(workdir, model, config, dataset, params, progress: bool = True) -> dict:
+def evaluate_run(workdir, config, dataset, params, progress: bool = True) -> dict:
   """Test-set evaluation of `params`; writes results.json and the figures, returns the results."""
+  model = eval_model(config, dataset)
   eval_key = jax.random.key(config.eval.seed)
   test = eval_data(dataset, dataset.test, eval_key)
   if config.eval.num_test:
@@ -118,6 +131,7 @@ def evaluate_run(workdir, model, config, dataset, params, progress: bool = True)
       "active_units": num_active, "latent_dim": int(model.latent_dim),
       "posterior_mean_variance_per_dim": unit_variance.tolist(),
       "num_examples": len(test), "log_likelihood_seconds": ll_seconds,
+      "log_likelihood_dtype": EVAL_DTYPE, "compute_dtype": config.accelerator.compute_dtype,
   }
   if "kl_per_dim" in terms:
     test_results["kl_per_dim"] = np.mean(terms["kl_per_dim"], 0).tolist()

@@ -324,7 +324,7 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, stack)
   chunk_fn = make_train_chunk(trainer, mesh, num_replicas)
   order_fn = xla.jit(jax.vmap(batching.epoch_order, in_axes=(0, None, None, None)),
                      static_argnums=(3,))
-  validators = [report.make_validator(trainer.model, c, report.eval_data(
+  validators = [report.make_validator(c, dataset, report.eval_data(
       dataset, dataset.validation, split_seed(c.seed)["eval"])) for c in configs]
 
   spe, total = trainer.steps_per_epoch, trainer.total_steps
@@ -382,7 +382,7 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, stack)
       last_save_step, last_save_time = step, time.monotonic()
   bar.close()
   for r in np.flatnonzero(alive):
-    results[r] = report.evaluate_run(runs[r].workdir, trainer.model, configs[r], dataset,
+    results[r] = report.evaluate_run(runs[r].workdir, configs[r], dataset,
                                      _replica(state.params, r), progress=config.training.progress)
   return results
 
@@ -410,7 +410,6 @@ def evaluate_workdir(workdir: str, eval_overrides: dict | None = None) -> dict:
                                                       dataset.train[0],
                                                       split_seed(config.seed)["init"]))
     params = restore_params(path, state)
-    return report.evaluate_run(path, trainer.model, config, dataset, params,
-                               progress=config.training.progress)
+    return report.evaluate_run(path, config, dataset, params, progress=config.training.progress)
   finally:
     lock.release()
