@@ -39,7 +39,8 @@ def importance_log_likelihood(model, *, num_samples: int = 5000, chunk_size: int
     return m.likelihood_log_prob(z, x) + m.prior_log_prob(z) - log_q  # [chunk]
 
   def per_example(params, x, key):
-    with jax.default_matmul_precision("highest"), xla.fast_random_bits():
+    key = xla.fast_key(key)
+    with jax.default_matmul_precision("highest"):
       q = model.apply(params, x, method=model.encode)
 
       def step(carry, c):
@@ -58,6 +59,12 @@ def importance_log_likelihood(model, *, num_samples: int = 5000, chunk_size: int
 
   per_example.model = model
   return per_example
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_importance_log_likelihood(model, num_samples, chunk_size):
+  # One function object per (model, K, chunk), so `_batched` compiles it once per process.
+  return importance_log_likelihood(model, num_samples=num_samples, chunk_size=chunk_size)
 
 
 def example_keys(key, start: int, count: int):
@@ -101,7 +108,7 @@ def log_likelihood(model, params, data, key, *, num_samples=5000, chunk_size=500
   "per_example": [N] of the first repeat}.
   """
   positive_int("eval.repeats", repeats)
-  fn = importance_log_likelihood(model, num_samples=num_samples, chunk_size=chunk_size)
+  fn = _cached_importance_log_likelihood(model, num_samples, chunk_size)
   runs = [
       map_dataset(fn, params, data, jax.random.fold_in(key, r), batch_size=batch_size,
                   progress=progress, fast=fast)

@@ -98,8 +98,7 @@ def elbo(model, *, likelihood=None, prior=None, posterior=None, num_samples: int
     }
 
   def per_example(params, x, key, beta=beta):
-    with xla.fast_random_bits():
-      return model.apply(params, x, key, beta, method=terms_fn)
+    return model.apply(params, x, xla.fast_key(key), beta, method=terms_fn)
 
   per_example.model = model
   return per_example
@@ -174,8 +173,7 @@ def iwae(model, *, likelihood=None, prior=None, posterior=None, num_samples: int
 
   def per_example(params, x, key, beta=1.0):
     del beta  # The IWAE bound has no KL weight.
-    with xla.fast_random_bits():
-      return model.apply(params, x, key, method=terms_fn)
+    return model.apply(params, x, xla.fast_key(key), method=terms_fn)
 
   per_example.model = model
   return per_example

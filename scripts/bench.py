@@ -1,40 +1,63 @@
-r"""Training throughput of Burda et al.'s 1-layer MLP VAE, against a plain Flax training step.
+r"""Speed of Burda et al.'s 1-layer MLP VAE (784-200-200-50 tanh, Bernoulli) on this machine.
 
-  python -m scripts.bench --data_path=/work/shared/data/mnist.pkl.gz
+  python -m scripts.bench --data_path=/work/shared/data/mnist.pkl.gz            # training
+  python -m scripts.bench --data_path=/work/shared/data/mnist.pkl.gz --eval     # evaluation
 
-Model: 784-200-200-50 tanh, Bernoulli, batch 100, dynamically binarised MNIST (synthetic grey
-levels without --data_path). Two training paths are timed in one process, interleaved:
-- elbo_jax: `train.make_train_chunk` as `train.train_group` runs it (blocks of the training set
-  on the device, steps scanned in chunks of --steps);
+Training (batch 100, dynamically binarised MNIST; synthetic grey levels without --data_path): two
+training paths are timed in one process, interleaved, from the same parameters:
+- elbo_jax: `train.make_train_chunk` as `train.train_group` runs it (the training set in blocks on
+  the device, --steps steps per `lax.scan` chunk);
 - reference: what the Flax examples teach: a `flax.training.train_state.TrainState`, a `@jax.jit`
   `train_step(state, batch, key)` that binarises the batch and takes the mean of the same
   per-example `ej.elbo` loss, one Python call per step, batches sliced on the host from a
   permuted copy of the training set.
-Both start from the same parameters with the same optimiser. Printed: examples/s of each, their
-ratio, and the training GFLOP/s against a float32 GEMM measured in the same process.
+Printed: examples/s of each, their ratio, and the GFLOP/s of the matmuls against a float32 GEMM
+measured in the same process.
+
+Evaluation (--eval): the K=5000 importance-sampled log-likelihood (`evaluation.log_likelihood`,
+as `report.evaluate_run` runs it) of --eval_examples test images, for every eval.batch_size x
+eval.chunk_size in --eval_batch_sizes x --eval_chunk_sizes (timed interleaved), extrapolated to
+the 10,000 test images, with the decoder's GFLOP/s against the same GEMM peak. The parameters are
+random unless --workdir names a trained run of configs/mnist_vae.py.
+
+--compute_dtype sets accelerator.compute_dtype for training (evaluation is always float32).
 """
 
+import itertools
 import time
 
 import flax.training.train_state
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import app, flags
 
 from configs import mnist_vae
-from elbo_jax import batching, train
+from elbo_jax import batching, evaluation, report, train
 from elbo_jax import data as data_lib
 from elbo_jax import mesh as mesh_lib
 from elbo_jax.build import build_trainer
+from elbo_jax.workdir import restore_params
 
 _DATA_PATH = flags.DEFINE_string("data_path", "", "mnist.pkl.gz; '' = synthetic data.")
+_COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"],
+                                   "accelerator.compute_dtype of the trained model.")
 _STEPS = flags.DEFINE_integer("steps", 298, "Steps per timed chunk (configs/mnist_vae.py's "
                               "training.steps_per_call).")
 _WARMUP = flags.DEFINE_integer("warmup_chunks", 3, "Untimed chunks: a fresh process runs its first "
                                "seconds at about half speed (page faults, thread start-up).")
 _TIMED = flags.DEFINE_integer("timed_chunks", 5, "Timed chunks per path; the median is reported.")
+_EVAL = flags.DEFINE_bool("eval", False, "Time the test log-likelihood instead of training.")
+_EVAL_EXAMPLES = flags.DEFINE_integer("eval_examples", 200, "Test images timed per shape.")
+_EVAL_K = flags.DEFINE_integer("eval_k", 5000, "Importance samples per test image.")
+_EVAL_BATCH_SIZES = flags.DEFINE_list("eval_batch_sizes", ["20"], "eval.batch_size values.")
+_EVAL_CHUNK_SIZES = flags.DEFINE_list("eval_chunk_sizes", ["500"], "eval.chunk_size values.")
+_EVAL_REPEATS = flags.DEFINE_integer("eval_repeats", 2, "Timed passes per shape; the fastest "
+                                     "is reported.")
+_WORKDIR = flags.DEFINE_string("workdir", "", "A trained run of configs/mnist_vae.py to evaluate.")
+
+ENCODER = [784, 200, 200, 100]  # the last layer: the posterior's mean and log-scale heads
+DECODER = [50, 200, 200, 784]
 
 
 def gemm_peak_gflops(n=2048, repeats=10) -> float:
@@ -47,9 +70,9 @@ def gemm_peak_gflops(n=2048, repeats=10) -> float:
   return 2 * n**3 * repeats / (time.perf_counter() - tic) / 1e9
 
 
-def train_flops_per_example(sizes) -> float:
-  """Forward + backward of an MLP VAE step: 3x the forward matmul flops (2 per multiply-add)."""
-  return 3 * 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+def matmul_flops(sizes) -> float:
+  """Forward flops of an MLP's matmuls for one input (2 per multiply-add)."""
+  return 2 * sum(a * b for a, b in itertools.pairwise(sizes))
 
 
 def load_data(config):
@@ -121,13 +144,7 @@ def reference_path(config, trainer, dataset, params):
   return run
 
 
-def main(argv):
-  del argv
-  config = mnist_vae.get_config()
-  dataset = load_data(config)
-  trainer = build_trainer([config], dataset)
-  params = train.create_train_state(trainer.model, trainer.optimizer(), dataset.train[0],
-                                    train.split_seed(config.seed)["init"]).params
+def bench_training(config, trainer, dataset, params, peak):
   batch_size, steps = config.training.batch_size, _STEPS.value
   runs = {"elbo_jax": library_path(config, trainer, dataset, params),
           "reference": reference_path(config, trainer, dataset, params)}
@@ -140,17 +157,66 @@ def main(argv):
     for name, run in runs.items():  # interleaved, so drift in the machine's speed hits both alike
       times[name].append(run(steps))
   rate = {name: steps * batch_size / float(np.median(t)) for name, t in times.items()}
-  peak = gemm_peak_gflops()
-  flops = train_flops_per_example([784, 200, 200, 100, 200, 200, 784])
-
-  print(f"devices: {jax.devices()}")
+  # Forward and backward: about three times the forward matmuls.
+  flops = 3 * (matmul_flops(ENCODER) + matmul_flops(DECODER))
   for name, t in times.items():
-    print(f"train ({name}): {rate[name]:,.0f} examples/s, median of {len(t)} runs of {steps} "
-          f"steps (range {steps * batch_size / max(t):,.0f}-{steps * batch_size / min(t):,.0f}); "
-          f"compile + first run {first[name]:.1f} s; {rate[name] * flops / 1e9:.1f} GFLOP/s")
+    print(f"train ({name}, {config.accelerator.compute_dtype}): {rate[name]:,.0f} examples/s, "
+          f"median of {len(t)} runs of {steps} steps (range {steps * batch_size / max(t):,.0f}-"
+          f"{steps * batch_size / min(t):,.0f}); compile + first run {first[name]:.1f} s; "
+          f"matmuls at {rate[name] * flops / 1e9:.0f} GFLOP/s = {rate[name] * flops / 1e9 / peak:.0%}"
+          f" of the GEMM peak")
   print(f"elbo_jax / reference: x{rate['elbo_jax'] / rate['reference']:.2f}")
-  print(f"GEMM peak (2048^3 float32 matmul, this process): {peak:.1f} GFLOP/s; elbo_jax reaches "
-        f"{rate['elbo_jax'] * flops / 1e9 / peak:.0%} of it")
+
+
+def bench_evaluation(config, trainer, dataset, params, peak):
+  model = report.eval_model(config, dataset)
+  test = report.eval_data(dataset, dataset.test, jax.random.key(config.eval.seed))
+  test = test[:_EVAL_EXAMPLES.value]
+  k = _EVAL_K.value
+  shapes = [(int(b), int(c)) for b in _EVAL_BATCH_SIZES.value for c in _EVAL_CHUNK_SIZES.value]
+
+  def run(batch_size, chunk_size, data):
+    tic = time.perf_counter()
+    ll = evaluation.log_likelihood(model, params, data, jax.random.key(2), num_samples=k,
+                                   chunk_size=chunk_size, batch_size=batch_size)
+    return time.perf_counter() - tic, ll["mean"]
+
+  first = {shape: run(*shape, test[:shape[0]])[0] for shape in shapes}  # compiles
+  times, means = {shape: [] for shape in shapes}, {}
+  for _ in range(_EVAL_REPEATS.value):
+    for shape in shapes:
+      seconds, means[shape] = run(*shape, test)
+      times[shape].append(seconds)
+  # Per example: K decoder passes; the encoder runs once.
+  flops = k * matmul_flops(DECODER) + matmul_flops(ENCODER)
+  for shape, t in times.items():
+    per_10k = min(t) / len(test) * 10_000
+    print(f"eval K={k}, batch_size={shape[0]}, chunk_size={shape[1]}: {len(test)} images in "
+          f"{min(t):.1f} s (fastest of {len(t)}; compile + first batch {first[shape]:.1f} s) = "
+          f"{per_10k:.0f} s per 10k images; decoder matmuls at "
+          f"{len(test) * flops / min(t) / 1e9:.0f} GFLOP/s = "
+          f"{len(test) * flops / min(t) / 1e9 / peak:.0%} of the GEMM peak; mean log-likelihood "
+          f"{means[shape]:.2f} nats")
+
+
+def main(argv):
+  del argv
+  config = mnist_vae.get_config()
+  with config.unlocked():
+    config.accelerator.compute_dtype = _COMPUTE_DTYPE.value
+  dataset = load_data(config)
+  trainer = build_trainer([config], dataset)
+  state = train.create_train_state(trainer.model, trainer.optimizer(), dataset.train[0],
+                                   train.split_seed(config.seed)["init"])
+  params = restore_params(_WORKDIR.value, state) if _WORKDIR.value else state.params
+  print(f"devices: {jax.devices()}; parameters: {_WORKDIR.value or 'random'}")
+  peak = gemm_peak_gflops()
+  if _EVAL.value:
+    bench_evaluation(config, trainer, dataset, params, peak)
+  else:
+    bench_training(config, trainer, dataset, params, peak)
+  print(f"GEMM peak (2048^3 float32 matmul, this process, before the runs): {peak:.0f} GFLOP/s; "
+        f"after them: {gemm_peak_gflops():.0f} GFLOP/s")
 
 
 if __name__ == "__main__":
