@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
+from elbo_jax import xla
+
 LOG_2PI = math.log(2.0 * math.pi)
 LOG_2 = math.log(2.0)
 
@@ -85,20 +87,6 @@ def bernoulli_log_prob(x, logits):
   return x * logits - jax.nn.softplus(logits)
 
 
-# Groups of elements summed first, and their factors (1 + e^-|l|) in (1, 2] multiplied before one
-# log: 2^16 cannot overflow float32, and XLA:CPU fuses reductions over at most 32 elements into the
-# elementwise loop (a longer one becomes a separate, slow reduce-window pass).
-_GROUP = 16
-
-
-def _groups(a):
-  """a [..., D] -> [..., ceil(D / _GROUP), _GROUP], zero-padded."""
-  pad = -a.shape[-1] % _GROUP
-  if pad:
-    a = jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, pad)])
-  return a.reshape(*a.shape[:-1], -1, _GROUP)
-
-
 @jax.custom_jvp
 def bernoulli_log_prob_sum(x, logits):
   """bernoulli_log_prob(x, logits) summed over the last axis: [..., D] (broadcasting) -> [...].
@@ -116,8 +104,9 @@ def bernoulli_log_prob_sum(x, logits):
 
 def _bernoulli_log_prob_sum_and_sigmoid(x, logits):
   e = jnp.exp(-jnp.abs(logits))
-  linear = _groups(x * logits - jnp.maximum(logits, 0.0)).sum(-1)
-  value = (linear - jnp.log((1.0 + _groups(e)).prod(-1))).sum(-1)
+  # Sums and products over groups of 16 (xla.groups); (1 + e) <= 2, so 2^16 cannot overflow.
+  linear = xla.groups(x * logits - jnp.maximum(logits, 0.0)).sum(-1)
+  value = (linear - jnp.log((1.0 + xla.groups(e)).prod(-1))).sum(-1)
   return value, jnp.where(logits >= 0, 1.0, e) / (1.0 + e)
 
 
