@@ -21,6 +21,10 @@ the 10,000 test images, with the decoder's GFLOP/s against the same GEMM peak. T
 random unless --workdir names a trained run of configs/mnist_vae.py.
 
 --compute_dtype sets accelerator.compute_dtype for training (evaluation is always float32).
+--plain_jit also times elbo_jax's training chunk and evaluation compiled with plain `jax.jit`
+(`fast=False`: without `xla.CPU_COMPILER_OPTIONS`). --draws times the random draws of a training
+step (binarisation of a [100, 784] batch, [100, 50] posterior noise) three ways: JAX's default
+threefry, its non-partitionable algorithm, and `xla.THREEFRY_UNROLLED` (`xla.fast_key`).
 """
 
 import itertools
@@ -33,7 +37,7 @@ import numpy as np
 from absl import app, flags
 
 from configs import mnist_vae
-from elbo_jax import batching, evaluation, report, train
+from elbo_jax import batching, evaluation, report, train, xla
 from elbo_jax import data as data_lib
 from elbo_jax import mesh as mesh_lib
 from elbo_jax.build import build_trainer
@@ -55,6 +59,8 @@ _EVAL_CHUNK_SIZES = flags.DEFINE_list("eval_chunk_sizes", ["500"], "eval.chunk_s
 _EVAL_REPEATS = flags.DEFINE_integer("eval_repeats", 2, "Timed passes per shape; the fastest "
                                      "is reported.")
 _WORKDIR = flags.DEFINE_string("workdir", "", "A trained run of configs/mnist_vae.py to evaluate.")
+_PLAIN_JIT = flags.DEFINE_bool("plain_jit", False, "Also time elbo_jax compiled with plain jax.jit.")
+_DRAWS = flags.DEFINE_bool("draws", False, "Time a training step's random draws instead.")
 
 ENCODER = [784, 200, 200, 100]  # the last layer: the posterior's mean and log-scale heads
 DECODER = [50, 200, 200, 784]
@@ -87,7 +93,7 @@ def load_data(config):
                           info={"name": "synthetic"})
 
 
-def library_path(config, trainer, dataset, params):
+def library_path(config, trainer, dataset, params, fast=True):
   """run(num_steps) -> seconds: elbo_jax's scanned chunk, set up as train.train_group sets it up."""
   mesh = mesh_lib.make_mesh(jax.devices())
   state = train.create_train_state(trainer.model, trainer.optimizer(), dataset.train[0],
@@ -97,7 +103,7 @@ def library_path(config, trainer, dataset, params):
   blocks, sizes = train._training_blocks(dataset, trainer, mesh, config.training.batch_size)
   order = jax.vmap(batching.epoch_order, in_axes=(0, None, None, None))(
       hp["data_key"], 0, sizes, trainer.steps_per_epoch)
-  chunk = train.make_train_chunk(trainer, mesh, 1)
+  chunk = train.make_train_chunk(trainer, mesh, 1, fast=fast)
   box = {"state": state}
 
   def run(num_steps):
@@ -148,6 +154,8 @@ def bench_training(config, trainer, dataset, params, peak):
   batch_size, steps = config.training.batch_size, _STEPS.value
   runs = {"elbo_jax": library_path(config, trainer, dataset, params),
           "reference": reference_path(config, trainer, dataset, params)}
+  if _PLAIN_JIT.value:
+    runs["elbo_jax, plain jax.jit"] = library_path(config, trainer, dataset, params, fast=False)
   first = {name: run(steps) for name, run in runs.items()}
   for _ in range(_WARMUP.value - 1):
     for run in runs.values():
@@ -166,6 +174,9 @@ def bench_training(config, trainer, dataset, params, peak):
           f"matmuls at {rate[name] * flops / 1e9:.0f} GFLOP/s = {rate[name] * flops / 1e9 / peak:.0%}"
           f" of the GEMM peak")
   print(f"elbo_jax / reference: x{rate['elbo_jax'] / rate['reference']:.2f}")
+  if _PLAIN_JIT.value:
+    print(f"elbo_jax / elbo_jax with plain jax.jit: "
+          f"x{rate['elbo_jax'] / rate['elbo_jax, plain jax.jit']:.2f}")
 
 
 def bench_evaluation(config, trainer, dataset, params, peak):
@@ -173,12 +184,15 @@ def bench_evaluation(config, trainer, dataset, params, peak):
   test = report.eval_data(dataset, dataset.test, jax.random.key(config.eval.seed))
   test = test[:_EVAL_EXAMPLES.value]
   k = _EVAL_K.value
-  shapes = [(int(b), int(c)) for b in _EVAL_BATCH_SIZES.value for c in _EVAL_CHUNK_SIZES.value]
+  shapes = [(int(b), int(c), True) for b in _EVAL_BATCH_SIZES.value
+            for c in _EVAL_CHUNK_SIZES.value]
+  if _PLAIN_JIT.value:
+    shapes += [(b, c, False) for b, c, _ in shapes]
 
-  def run(batch_size, chunk_size, data):
+  def run(batch_size, chunk_size, fast, data):
     tic = time.perf_counter()
     ll = evaluation.log_likelihood(model, params, data, jax.random.key(2), num_samples=k,
-                                   chunk_size=chunk_size, batch_size=batch_size)
+                                   chunk_size=chunk_size, batch_size=batch_size, fast=fast)
     return time.perf_counter() - tic, ll["mean"]
 
   first = {shape: run(*shape, test[:shape[0]])[0] for shape in shapes}  # compiles
@@ -191,7 +205,8 @@ def bench_evaluation(config, trainer, dataset, params, peak):
   flops = k * matmul_flops(DECODER) + matmul_flops(ENCODER)
   for shape, t in times.items():
     per_10k = min(t) / len(test) * 10_000
-    print(f"eval K={k}, batch_size={shape[0]}, chunk_size={shape[1]}: {len(test)} images in "
+    compiled = "" if shape[2] else " (plain jax.jit)"
+    print(f"eval{compiled} K={k}, batch_size={shape[0]}, chunk_size={shape[1]}: {len(test)} images in "
           f"{min(t):.1f} s (fastest of {len(t)}; compile + first batch {first[shape]:.1f} s) = "
           f"{per_10k:.0f} s per 10k images; decoder matmuls at "
           f"{len(test) * flops / min(t) / 1e9:.0f} GFLOP/s = "
@@ -199,8 +214,44 @@ def bench_evaluation(config, trainer, dataset, params, peak):
           f"{means[shape]:.2f} nats")
 
 
+def bench_draws(repeats=7, steps=298):
+  x = jax.random.uniform(jax.random.key(0), (100, 784))
+  ways = {"JAX's default threefry": lambda k: k, "non-partitionable threefry": lambda k: k,
+          "xla.THREEFRY_UNROLLED": xla.fast_key}
+
+  def make(way, draw):
+    def draws(key):
+      def body(total, i):
+        keys = jax.vmap(ways[way])(jax.random.split(jax.random.fold_in(key, i), 100))
+        with jax.threefry_partitionable(way == "JAX's default threefry"):
+          return total + jax.vmap(draw)(keys, x).sum(), None
+      return jax.lax.scan(body, 0.0, jnp.arange(steps))[0]
+    return xla.jit(draws)
+
+  kinds = {"binarisation [100, 784]": lambda k, x: jax.random.bernoulli(k, x),
+           "normal noise [100, 50]": lambda k, x: jax.random.normal(k, (50,))}
+  fns = {(kind, way): make(way, draw) for kind, draw in kinds.items() for way in ways}
+  times = {name: [] for name in fns}
+  for name, f in fns.items():
+    f(jax.random.key(1)).block_until_ready()
+  for r in range(repeats):
+    for name, f in fns.items():  # interleaved
+      tic = time.perf_counter()
+      f(jax.random.key(r)).block_until_ready()
+      times[name].append((time.perf_counter() - tic) / steps * 1e6)
+  for kind in kinds:
+    unrolled = np.median(times[(kind, "xla.THREEFRY_UNROLLED")])
+    for way in ways:
+      t = np.median(times[(kind, way)])
+      print(f"{kind}, {way}: {t:.0f} us per step (median of {repeats} scans of {steps} steps, "
+            f"key splitting included); x{t / unrolled:.2f} the unrolled one's time")
+
+
 def main(argv):
   del argv
+  if _DRAWS.value:
+    bench_draws()
+    return
   config = mnist_vae.get_config()
   with config.unlocked():
     config.accelerator.compute_dtype = _COMPUTE_DTYPE.value
