@@ -131,6 +131,16 @@ THREEFRY_UNROLLED = jax.extend.random.define_prng_impl(
     name="threefry2x32_unrolled", tag="fryu")
 
 
+def fast_key(key):
+  """A threefry key (typed or raw uint32 [..., 2]) as the same key of THREEFRY_UNROLLED; keys of
+  other implementations are returned unchanged."""
+  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if jax.random.key_impl(key) != "threefry2x32":
+      return key
+    key = jax.random.key_data(key)
+  return jax.random.wrap_key_data(key, impl=THREEFRY_UNROLLED)
+
+
 GROUP_SIZE = 16
 
 
@@ -149,16 +159,6 @@ def sum_of_squares(a):
   merging the two sums back into one long reduction.
   """
   return jnp.abs(groups(jnp.square(a).ravel()).sum(-1)).sum()
-
-
-def fast_key(key):
-  """A threefry key (typed or raw uint32 [..., 2]) as the same key of THREEFRY_UNROLLED; keys of
-  other implementations are returned unchanged."""
-  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-    if jax.random.key_impl(key) != "threefry2x32":
-      return key
-    key = jax.random.key_data(key)
-  return jax.random.wrap_key_data(key, impl=THREEFRY_UNROLLED)
 
 
 def jit(fn, *, fast: bool = True, **jit_kwargs):
