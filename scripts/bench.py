@@ -160,10 +160,12 @@ def bench_training(config, trainer, dataset, params, peak):
   for _ in range(_WARMUP.value - 1):
     for run in runs.values():
       run(steps)
-  times = {name: [] for name in runs}
+  times, cpu = {name: [] for name in runs}, {name: [] for name in runs}
   for _ in range(_TIMED.value):
     for name, run in runs.items():  # interleaved, so drift in the machine's speed hits both alike
+      tic = time.process_time()
       times[name].append(run(steps))
+      cpu[name].append(time.process_time() - tic)
   rate = {name: steps * batch_size / float(np.median(t)) for name, t in times.items()}
   # Forward and backward: about three times the forward matmuls.
   flops = 3 * (matmul_flops(ENCODER) + matmul_flops(DECODER))
@@ -172,7 +174,7 @@ def bench_training(config, trainer, dataset, params, peak):
           f"median of {len(t)} runs of {steps} steps (range {steps * batch_size / max(t):,.0f}-"
           f"{steps * batch_size / min(t):,.0f}); compile + first run {first[name]:.1f} s; "
           f"matmuls at {rate[name] * flops / 1e9:.0f} GFLOP/s = {rate[name] * flops / 1e9 / peak:.0%}"
-          f" of the GEMM peak")
+          f" of the GEMM peak; {np.median(cpu[name]) / np.median(t):.2f} CPU-seconds per second")
   print(f"elbo_jax / reference: x{rate['elbo_jax'] / rate['reference']:.2f}")
   if _PLAIN_JIT.value:
     print(f"elbo_jax / elbo_jax with plain jax.jit: "
