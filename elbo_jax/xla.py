@@ -26,8 +26,7 @@
 - `groups(a)`: XLA:CPU computes a sum (or product) over at most 32 elements inside the loop that
   produces them, but rewrites a longer reduction into a separate reduce-window pass, slow and
   reading the whole array again. Summing [..., D] as [..., D / 16, 16] first keeps the long part
-  small: it made the Bernoulli log-likelihood of the K=5000 evaluation and the gradient norm of a
-  training step (`sum_of_squares`) several times cheaper.
+  small: the Bernoulli log-likelihood of the K=5000 evaluation became several times cheaper.
 """
 
 from __future__ import annotations
@@ -150,15 +149,6 @@ def groups(a):
   if pad:
     a = jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, pad)])
   return a.reshape(*a.shape[:-1], -1, GROUP_SIZE)
-
-
-def sum_of_squares(a):
-  """sum(a ** 2) over all of a's elements, summed 16 at a time first (see `groups`).
-
-  abs, a no-op on these non-negative partial sums (NaN and inf pass through), keeps XLA from
-  merging the two sums back into one long reduction.
-  """
-  return jnp.abs(groups(jnp.square(a).ravel()).sum(-1)).sum()
 
 
 def jit(fn, *, fast: bool = True, **jit_kwargs):
