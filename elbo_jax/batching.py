@@ -49,8 +49,7 @@ def epoch_order(data_key, epoch, sizes, steps: int):
   length = steps + 1  # every block has `steps` or `steps + 1` rows
 
   def one(block, size):
-    with xla.fast_random_bits():
-      u = jax.random.uniform(jax.random.fold_in(epoch_key, block), (length,))
+    u = jax.random.uniform(xla.fast_key(jax.random.fold_in(epoch_key, block)), (length,))
     # Padding rows sort last, so the first `steps` entries are real rows.
     u = jnp.where(jnp.arange(length) < size, u, 2.0)
     return jnp.argsort(u)[:steps].astype(jnp.int32)

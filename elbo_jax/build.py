@@ -4,6 +4,11 @@
 the rest against the data set (likelihood vs data, batch size vs examples, free bits vs objective)
 and builds the model, objective and optimiser. Both run before anything is written to a workdir,
 so a refused config leaves nothing behind.
+
+`accelerator.compute_dtype` is the dtype the networks compute in; parameters, optimiser state,
+log-densities and the logsumexp of importance weights stay float32. `build_model(config, dataset,
+"float32")` is the same model computing in float32, with the same parameters: validation and
+evaluation use it (`elbo_jax.report`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from elbo_jax.registry import ConfigError, positive_int, unit_interval
 from elbo_jax.vae import VAE
 
 NONFINITE_POLICIES = ("stop", "skip")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 # Fields that replicas of one vectorised program may differ in: they enter the program as traced
 # values (keys, KL weight, free bits, learning rate), not as shapes or code.
 VECTORIZABLE_FIELDS = ("seed", "objective.beta", "objective.free_bits", "objective.warmup_epochs",
@@ -71,6 +77,7 @@ def check_config(config) -> None:
     raise ConfigError(f"optimizer.learning_rate={lr!r} must be a positive number")
   _one_of("training.on_nonfinite", config.training.on_nonfinite, NONFINITE_POLICIES)
   _one_of("accelerator.platform", config.accelerator.platform, PLATFORMS)
+  _one_of("accelerator.compute_dtype", config.accelerator.compute_dtype, COMPUTE_DTYPES)
   _one_of("objective.kl", config.objective.kl, objectives.KL_MODES)
   _one_of("objective.estimator", config.objective.estimator, objectives.ESTIMATORS)
   unit_interval("objective.ciwae_beta", config.objective.ciwae_beta)
@@ -92,16 +99,20 @@ def build_prior(config, data_shape):
   return PRIORS.get(cfg.name)(latent_dim=latent_dim, **options.get(cfg.name, {}))
 
 
-def build_posterior(config):
+def build_posterior(config, dtype=jnp.float32):
   cfg = config.posterior
   options = {"planar_flow": dict(num_flows=cfg.num_flows),
              "iaf": dict(num_flows=cfg.num_flows, hidden=cfg.hidden)}
-  return POSTERIORS.get(cfg.name)(latent_dim=config.model.latent_dim,
+  return POSTERIORS.get(cfg.name)(latent_dim=config.model.latent_dim, dtype=dtype,
                                   **options.get(cfg.name, {}))
 
 
-def build_model(config, dataset):
-  """The protocol model for `config` on `dataset` (checks that the likelihood fits the data)."""
+def build_model(config, dataset, compute_dtype: str | None = None):
+  """The protocol model for `config` on `dataset` (checks that the likelihood fits the data).
+
+  compute_dtype: the networks' compute dtype; None reads `accelerator.compute_dtype`.
+  """
+  dtype = jnp.dtype(compute_dtype or config.accelerator.compute_dtype)
   data_shape = tuple(dataset.shape)
   likelihood = build_likelihood(config, data_shape)
   data_lib.check_compatible(dataset, likelihood.data_kind, config.likelihood.name)
@@ -112,14 +123,14 @@ def build_model(config, dataset):
                         "use prior.name='standard_normal', posterior.name='diagonal_gaussian'")
     two_layer = dict(hidden1=m.hidden, latent1=m.latent_dim, hidden2=m.hidden2,
                      latent2=m.latent2_dim, activation=m.activation)
-    return MODELS.get(m.name)(two_layer, data_shape, likelihood)
-  encoder, decoder = MODELS.get(m.name)(m, data_shape, likelihood)
+    return MODELS.get(m.name)(two_layer, data_shape, likelihood, dtype)
+  encoder, decoder = MODELS.get(m.name)(m, data_shape, likelihood, dtype)
   if config.prior.name == "vamp" and config.posterior.name not in ("diagonal_gaussian",
                                                                     "full_gaussian"):
     raise ConfigError("prior.name='vamp' mixes the posterior's densities, so it needs "
                       "posterior.name in: diagonal_gaussian, full_gaussian")
   return VAE(encoder=encoder, decoder=decoder, likelihood=likelihood,
-             prior=build_prior(config, data_shape), posterior=build_posterior(config))
+             prior=build_prior(config, data_shape), posterior=build_posterior(config, dtype))
 
 
 def check_group(configs: Sequence) -> None:

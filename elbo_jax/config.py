@@ -15,7 +15,8 @@ from elbo_jax import data, io
 from elbo_jax.registry import ConfigError
 
 # Fields that do not change a run's numbers: a run may be resumed or re-evaluated with them changed.
-NON_IDENTITY_FIELDS = ("training.progress", "accelerator", "eval")
+NON_IDENTITY_FIELDS = ("training.progress", "accelerator.platform",
+                       "accelerator.replica_parallelism", "eval")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -107,6 +108,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.accelerator.coordinator_address = ""  # host:port of process 0
   c.accelerator.num_processes = 1
   c.accelerator.process_id = 0
+  # The networks' matmuls and activations: float32 | bfloat16. Parameters, optimiser state and
+  # log-densities stay float32, and evaluation always runs in float32.
+  c.accelerator.compute_dtype = "float32"
   return c
 
 
@@ -125,6 +129,14 @@ def from_json(d: dict) -> ml_collections.ConfigDict:
   tuples = lambda v: {k: tuples(x) for k, x in v.items()} if isinstance(v, dict) else (
       tuple(v) if isinstance(v, list) else v)
   return lock(ml_collections.ConfigDict(tuples(d)))
+
+
+def with_defaults(d: dict) -> dict:
+  """A saved config (`to_json`'s output) with the fields added to `default_config` since it was
+  written, at their defaults, so an older workdir still resumes and evaluates."""
+  c = default_config()
+  c.update(from_json(d))
+  return to_json(c)
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -153,4 +165,4 @@ def load(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise ConfigError(f"--workdir={workdir!r} holds no run (no config.json)")
-  return from_json(io.read_json(path))
+  return from_json(with_defaults(io.read_json(path)))

@@ -10,11 +10,14 @@ Conventions: the last axis is the event axis for vectors; leading axes broadcast
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
+
+from elbo_jax import xla
 
 LOG_2PI = math.log(2.0 * math.pi)
 LOG_2 = math.log(2.0)
@@ -82,6 +85,42 @@ def bernoulli_log_prob(x, logits):
   """
   # log(lambda) = logits - softplus(logits) and log(1 - lambda) = -softplus(logits).
   return x * logits - jax.nn.softplus(logits)
+
+
+@jax.custom_jvp
+def bernoulli_log_prob_sum(x, logits):
+  """bernoulli_log_prob(x, logits) summed over the last axis: [..., D] (broadcasting) -> [...].
+
+  The same sum written as sum(x l - max(l, 0)) - sum log1p(e^-|l|), and the log1p terms of a
+  group of elements as one log: log1p(e_1) + ... + log1p(e_G) = log((1 + e_1) ... (1 + e_G)).
+  Rounding 1 + e costs at most half an ulp of 1 (6e-8) per term, the absolute error a log1p has
+  anyway, and the product of G factors adds at most G ulps relative; so the result is as accurate
+  as a float32 sum of the elementwise terms, with one log per G elements instead of a log1p per
+  element (the costliest part of the K=5000 evaluation on XLA:CPU). The gradient, x - sigmoid(l)
+  per element, reuses e^-|l| from the forward pass.
+  """
+  return _bernoulli_log_prob_sum_and_sigmoid(x, logits)[0]
+
+
+def _bernoulli_log_prob_sum_and_sigmoid(x, logits):
+  e = jnp.exp(-jnp.abs(logits))
+  # Sums and products over groups of 16 (xla.groups); (1 + e) <= 2, so 2^16 cannot overflow.
+  linear = xla.groups(x * logits - jnp.maximum(logits, 0.0)).sum(-1)
+  value = (linear - jnp.log((1.0 + xla.groups(e)).prod(-1))).sum(-1)
+  return value, jnp.where(logits >= 0, 1.0, e) / (1.0 + e)
+
+
+@functools.partial(bernoulli_log_prob_sum.defjvp, symbolic_zeros=True)
+def _bernoulli_log_prob_sum_jvp(primals, tangents):
+  x, logits = primals
+  dx, dlogits = tangents
+  value, sigmoid = _bernoulli_log_prob_sum_and_sigmoid(x, logits)
+  tangent = jnp.zeros_like(value)
+  if not isinstance(dlogits, jax.custom_derivatives.SymbolicZero):
+    tangent = tangent + ((x - sigmoid) * dlogits).sum(-1)
+  if not isinstance(dx, jax.custom_derivatives.SymbolicZero):
+    tangent = tangent + (logits * dx).sum(-1)
+  return value, tangent
 
 
 # Below this |logits| the continuous Bernoulli's closed forms are 0/0-like and lose accuracy to

@@ -40,7 +40,8 @@ def importance_log_likelihood(model, *, num_samples: int = 5000, chunk_size: int
     return m.likelihood_log_prob(z, x) + m.prior_log_prob(z) - log_q  # [chunk]
 
   def per_example(params, x, key):
-    with jax.default_matmul_precision("highest"), xla.fast_random_bits():
+    key = xla.fast_key(key)
+    with jax.default_matmul_precision("highest"):
       q = model.apply(params, x, method=model.encode)
 
       def step(carry, c):

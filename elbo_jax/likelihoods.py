@@ -141,15 +141,18 @@ class _Likelihood(nn.Module):
   def _sum_event(self, per_element):
     return per_element.sum(axis=tuple(range(-len(self.event_shape), 0)))
 
-  def _sum_elementwise(self, log_prob_fn, *args):
-    """sum over the event of log_prob_fn(*args), each arg [..., *event_shape] or a scalar.
+  def _flat_event(self, a):
+    """a [..., *event_shape] -> [..., prod(event_shape)]; a scalar stays a scalar.
 
-    The event axes are flattened first: on XLA:CPU, computing the terms over one flat axis rather
-    than over [28, 28, 1] made the whole K=5000 evaluation of an MLP VAE about 20% faster.
+    On XLA:CPU, computing the terms over one flat axis rather than over [28, 28, 1] made the whole
+    K=5000 evaluation of an MLP VAE about 20% faster.
     """
     n = len(self.event_shape)
-    flat = [a if jnp.ndim(a) < n else a.reshape(*jnp.shape(a)[:jnp.ndim(a) - n], -1) for a in args]
-    return log_prob_fn(*flat).sum(-1)
+    return a if jnp.ndim(a) < n else a.reshape(*jnp.shape(a)[:jnp.ndim(a) - n], -1)
+
+  def _sum_elementwise(self, log_prob_fn, *args):
+    """sum over the event of log_prob_fn(*args), each arg [..., *event_shape] or a scalar."""
+    return log_prob_fn(*map(self._flat_event, args)).sum(-1)
 
 
 @LIKELIHOODS.register("bernoulli")
@@ -159,7 +162,7 @@ class Bernoulli(_Likelihood):
   data_kind = "unit_interval"
 
   def _log_prob(self, raw, x):
-    return self._sum_elementwise(distributions.bernoulli_log_prob, x, raw)
+    return distributions.bernoulli_log_prob_sum(self._flat_event(x), self._flat_event(raw))
 
   def mean(self, raw):
     return jax.nn.sigmoid(raw)

@@ -105,8 +105,7 @@ def elbo(model, *, likelihood=None, prior=None, posterior=None, num_samples: int
     }
 
   def per_example(params, x, key, beta=beta):
-    with xla.fast_random_bits():
-      return model.apply(params, x, key, beta, method=terms_fn)
+    return model.apply(params, x, xla.fast_key(key), beta, method=terms_fn)
 
   per_example.model = model
   return per_example
@@ -197,8 +196,7 @@ def _importance_model(model, likelihood, prior, posterior, num_averages, num_sam
 def _without_beta(model, terms_fn) -> PerExample:
   def per_example(params, x, key, beta=1.0):
     del beta  # Importance-weighted bounds have no KL weight.
-    with xla.fast_random_bits():
-      return model.apply(params, x, key, method=terms_fn)
+    return model.apply(params, x, xla.fast_key(key), method=terms_fn)
 
   per_example.model = model
   return per_example
@@ -290,9 +288,9 @@ def piwae(model, *, likelihood=None, prior=None, posterior=None, num_averages: i
     del beta  # Importance-weighted bounds have no KL weight.
     inference, generative = split_params(model, params)
     stop = jax.lax.stop_gradient
-    with xla.fast_random_bits():
-      q_side = model.apply(merge_params(inference, stop(generative)), x, key, method=inference_fn)
-      p_side = model.apply(merge_params(stop(inference), generative), x, key, method=generative_fn)
+    key = xla.fast_key(key)
+    q_side = model.apply(merge_params(inference, stop(generative)), x, key, method=inference_fn)
+    p_side = model.apply(merge_params(stop(inference), generative), x, key, method=generative_fn)
     bound = _grouped_bound(p_side["log_w"], 1)
     # Each surrogate reaches only its own parameters, so the sum gives each part its own gradient.
     loss = _loss(q_side["surrogate"] + p_side["surrogate"], bound)

@@ -17,9 +17,15 @@ Interface (one example; D latents, S samples, H encoder features):
 
 Every log-scale (and the full family's log-diagonal) passes through `bound_log_scale`, a smooth clip
 to (-LOG_SCALE_BOUND, LOG_SCALE_BOUND), inside `__call__`; see its docstring for the range.
+
+`dtype` is the compute dtype of the heads and the flows' networks (`accelerator.compute_dtype`).
+Their outputs are cast to float32 before anything is sampled or a log-density is evaluated: q and
+the draws are float32 whatever it is, and so are the parameters.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -55,6 +61,11 @@ def _standard_normal_log_prob(eps):
   return -0.5 * (distributions.LOG_2PI + jnp.square(eps)).sum(-1)
 
 
+def _float32(head, h):
+  """head(h), computed in the head's dtype, as float32 (see the module docstring)."""
+  return head(h).astype(jnp.float32)
+
+
 def _draw(q, key, num_samples: int):
   """Standard-normal noise [S, D] in q's dtype."""
   mean = q["mean"]
@@ -74,18 +85,21 @@ class DiagonalGaussian(nn.Module):
 
   Attributes:
     latent_dim: D.
+    dtype: compute dtype of the heads.
   q: {"mean": [..., D], "log_scale": [..., D]}.
   """
 
   latent_dim: int
+  dtype: Any = jnp.float32
   family = "diagonal"
 
   def setup(self):
-    self.mean_head = nn.Dense(self.latent_dim)
-    self.log_scale_head = nn.Dense(self.latent_dim)
+    self.mean_head = nn.Dense(self.latent_dim, dtype=self.dtype)
+    self.log_scale_head = nn.Dense(self.latent_dim, dtype=self.dtype)
 
   def __call__(self, h):
-    return {"mean": self.mean_head(h), "log_scale": bound_log_scale(self.log_scale_head(h))}
+    return {"mean": _float32(self.mean_head, h),
+            "log_scale": bound_log_scale(_float32(self.log_scale_head, h))}
 
   def sample(self, q, key, num_samples: int):
     return self.reparameterize(q, _draw(q, key, num_samples))
@@ -121,25 +135,28 @@ class FullGaussian(nn.Module):
   two behave alike for extreme encoder outputs (softplus would need a separate floor to stay > 0).
   Attributes:
     latent_dim: D.
+    dtype: compute dtype of the heads.
   q: {"mean": [..., D], "scale_tril": [..., D, D]}.
   """
 
   latent_dim: int
+  dtype: Any = jnp.float32
   family = "full"
 
   def setup(self):
-    self.mean_head = nn.Dense(self.latent_dim)
-    self.log_diagonal_head = nn.Dense(self.latent_dim)
+    self.mean_head = nn.Dense(self.latent_dim, dtype=self.dtype)
+    self.log_diagonal_head = nn.Dense(self.latent_dim, dtype=self.dtype)
     # Zero kernel: q starts out diagonal and learns correlations only where they pay off.
     self.off_diagonal_head = nn.Dense(
-        self.latent_dim * (self.latent_dim - 1) // 2, kernel_init=nn.initializers.zeros
+        self.latent_dim * (self.latent_dim - 1) // 2, kernel_init=nn.initializers.zeros,
+        dtype=self.dtype,
     )
 
   def __call__(self, h):
     scale_tril = _fill_tril(
-        self.off_diagonal_head(h), bound_log_scale(self.log_diagonal_head(h))
+        _float32(self.off_diagonal_head, h), bound_log_scale(_float32(self.log_diagonal_head, h))
     )
-    return {"mean": self.mean_head(h), "scale_tril": scale_tril}
+    return {"mean": _float32(self.mean_head, h), "scale_tril": scale_tril}
 
   def sample(self, q, key, num_samples: int):
     return self.reparameterize(q, _draw(q, key, num_samples))
@@ -175,29 +192,31 @@ class PlanarFlow(nn.Module):
   Attributes:
     latent_dim: D.
     num_flows: K, the number of planar steps.
+    dtype: compute dtype of the heads.
   q: {"mean": [..., D], "log_scale": [..., D], "u": [..., K, D], "w": [..., K, D], "b": [..., K]}.
   """
 
   latent_dim: int
   num_flows: int = 8
+  dtype: Any = jnp.float32
   family = "flow"
 
   def setup(self):
     positive_int("posterior.num_flows", self.num_flows)
-    self.mean_head = nn.Dense(self.latent_dim)
-    self.log_scale_head = nn.Dense(self.latent_dim)
-    self.u_head = nn.Dense(self.num_flows * self.latent_dim)
-    self.w_head = nn.Dense(self.num_flows * self.latent_dim)
-    self.b_head = nn.Dense(self.num_flows)
+    self.mean_head = nn.Dense(self.latent_dim, dtype=self.dtype)
+    self.log_scale_head = nn.Dense(self.latent_dim, dtype=self.dtype)
+    self.u_head = nn.Dense(self.num_flows * self.latent_dim, dtype=self.dtype)
+    self.w_head = nn.Dense(self.num_flows * self.latent_dim, dtype=self.dtype)
+    self.b_head = nn.Dense(self.num_flows, dtype=self.dtype)
 
   def __call__(self, h):
     shape = h.shape[:-1] + (self.num_flows, self.latent_dim)
     return {
-        "mean": self.mean_head(h),
-        "log_scale": bound_log_scale(self.log_scale_head(h)),
-        "u": self.u_head(h).reshape(shape),
-        "w": self.w_head(h).reshape(shape),
-        "b": self.b_head(h),
+        "mean": _float32(self.mean_head, h),
+        "log_scale": bound_log_scale(_float32(self.log_scale_head, h)),
+        "u": _float32(self.u_head, h).reshape(shape),
+        "w": _float32(self.w_head, h).reshape(shape),
+        "b": _float32(self.b_head, h),
     }
 
   def sample(self, q, key, num_samples: int):
@@ -222,16 +241,18 @@ class PlanarFlow(nn.Module):
 
 
 class _MaskedDense(nn.Module):
-  """Dense layer whose kernel is multiplied by a fixed 0/1 mask [in, out] (MADE)."""
+  """Dense layer whose kernel is multiplied by a fixed 0/1 mask [in, out] (MADE), in `dtype`."""
 
   mask: np.ndarray
   bias_init: nn.initializers.Initializer = nn.initializers.zeros
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     kernel = self.param("kernel", nn.initializers.lecun_normal(), self.mask.shape)
     bias = self.param("bias", self.bias_init, (self.mask.shape[1],))
-    return x @ (kernel * self.mask) + bias
+    kernel = (kernel * self.mask).astype(self.dtype)
+    return x.astype(self.dtype) @ kernel + bias.astype(self.dtype)
 
 
 class _MADE(nn.Module):
@@ -239,33 +260,35 @@ class _MADE(nn.Module):
 
   Output d depends only on z_1..z_{d-1} (and the context). Hidden unit j has degree j mod D in
   0..D-1 and sees the inputs z_1..z_degree; degree-0 units see only the context, which is what the
-  first output may depend on (and makes D = 1 work without a special case).
+  first output may depend on (and makes D = 1 work without a special case). The layers compute
+  in `dtype`; m and s are float32.
   """
 
   latent_dim: int
   hidden: int
+  dtype: Any = jnp.float32
 
   def setup(self):
     d = self.latent_dim
     in_degree = np.arange(1, d + 1)
     hidden_degree = np.arange(self.hidden) % d
     self.input_layer = _MaskedDense(
-        (in_degree[:, None] <= hidden_degree[None, :]).astype(np.float32)
+        (in_degree[:, None] <= hidden_degree[None, :]).astype(np.float32), dtype=self.dtype
     )
-    self.context_layer = nn.Dense(self.hidden, use_bias=False)
+    self.context_layer = nn.Dense(self.hidden, use_bias=False, dtype=self.dtype)
     self.hidden_layer = _MaskedDense(
-        (hidden_degree[:, None] <= hidden_degree[None, :]).astype(np.float32)
+        (hidden_degree[:, None] <= hidden_degree[None, :]).astype(np.float32), dtype=self.dtype
     )
     out_mask = (hidden_degree[:, None] < in_degree[None, :]).astype(np.float32)
-    self.m_layer = _MaskedDense(out_mask)
+    self.m_layer = _MaskedDense(out_mask, dtype=self.dtype)
     # Kingma et al. (2016): start with s around +1 so sigmoid(s) is near 1 and each step is close
     # to the identity, which keeps early training stable.
-    self.s_layer = _MaskedDense(out_mask, bias_init=nn.initializers.ones)
+    self.s_layer = _MaskedDense(out_mask, bias_init=nn.initializers.ones, dtype=self.dtype)
 
   def __call__(self, z, context):
     a = nn.elu(self.input_layer(z) + self.context_layer(context))
     a = nn.elu(self.hidden_layer(a))
-    return self.m_layer(a), self.s_layer(a)
+    return _float32(self.m_layer, a), _float32(self.s_layer, a)
 
 
 @POSTERIORS.register("iaf")
@@ -279,27 +302,29 @@ class IAF(nn.Module):
     latent_dim: D.
     num_flows: number of IAF steps.
     hidden: width of each MADE's hidden layers, and the size of the context vector.
+    dtype: compute dtype of the heads and the MADEs.
   q: {"mean": [..., D], "log_scale": [..., D], "context": [..., hidden]}.
   """
 
   latent_dim: int
   num_flows: int = 2
   hidden: int = 128
+  dtype: Any = jnp.float32
   family = "flow"
 
   def setup(self):
     positive_int("posterior.num_flows", self.num_flows)
     positive_int("posterior.hidden", self.hidden)
-    self.mean_head = nn.Dense(self.latent_dim)
-    self.log_scale_head = nn.Dense(self.latent_dim)
-    self.context_head = nn.Dense(self.hidden)
-    self.steps = [_MADE(self.latent_dim, self.hidden) for _ in range(self.num_flows)]
+    self.mean_head = nn.Dense(self.latent_dim, dtype=self.dtype)
+    self.log_scale_head = nn.Dense(self.latent_dim, dtype=self.dtype)
+    self.context_head = nn.Dense(self.hidden, dtype=self.dtype)
+    self.steps = [_MADE(self.latent_dim, self.hidden, self.dtype) for _ in range(self.num_flows)]
 
   def __call__(self, h):
     return {
-        "mean": self.mean_head(h),
-        "log_scale": bound_log_scale(self.log_scale_head(h)),
-        "context": self.context_head(h),
+        "mean": _float32(self.mean_head, h),
+        "log_scale": bound_log_scale(_float32(self.log_scale_head, h)),
+        "context": _float32(self.context_head, h),
     }
 
   def sample(self, q, key, num_samples: int):

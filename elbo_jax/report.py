@@ -3,6 +3,10 @@
 `evaluate_run` writes workdir/results.json (test log-likelihood with K importance samples, ELBO
 and its terms, KL per dimension, active units) and the figures samples.png, reconstructions.png,
 training_curves.png and, for 2-D latents, latent_manifold.png.
+
+Validation and evaluation build the model computing in EVAL_DTYPE (float32) whatever
+`accelerator.compute_dtype` it was trained in (the parameters are the same), so a reported
+log-likelihood is a property of the parameters, comparable across runs, not of bfloat16 rounding.
 """
 
 from __future__ import annotations
@@ -20,8 +24,16 @@ from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
 from elbo_jax import evaluation, io, objectives, plots
 from elbo_jax import mesh as mesh_lib
+from elbo_jax.build import build_model
 from elbo_jax.metrics import read_metrics
 from elbo_jax.workdir import RESULTS_FILE
+
+EVAL_DTYPE = "float32"
+
+
+def eval_model(config, dataset):
+  """The model of `config` computing in EVAL_DTYPE; it reads the parameters of any compute dtype."""
+  return build_model(config, dataset, EVAL_DTYPE)
 
 
 def eval_data(dataset, x: np.ndarray, key) -> np.ndarray:
@@ -36,12 +48,12 @@ def _elbo_fn(model, num_samples: int):
   return objectives.elbo(model, num_samples=num_samples)
 
 
-def make_validator(model, config, validation: np.ndarray, test: np.ndarray, mesh=None):
+def make_validator(config, dataset, validation: np.ndarray, test: np.ndarray, mesh=None):
   """fn(params) -> the ELBO and its terms averaged over the validation set ("eval/..."), and over
   the first `eval.curve_num_test` test examples ("test/...") when that is > 0, for curves of the
   test bound against training time (Kingma & Welling 2013, Figure 2)."""
   key = jax.random.fold_in(jax.random.key(config.eval.seed), 1)
-  per_example = _elbo_fn(model, 1)
+  per_example = _elbo_fn(eval_model(config, dataset), 1)
   sets = {"eval": validation, "test": test[:config.eval.curve_num_test]}
 
   def validate(params) -> dict:
@@ -114,8 +126,7 @@ def write_figures(workdir, model, params, test, key, progress_records):
   return {k: os.path.basename(v) for k, v in paths.items()}
 
 
-def evaluate_run(workdir, model, config, dataset, params, progress: bool = True,
-                 mesh=None) -> dict:
+def evaluate_run(workdir, config, dataset, params, progress: bool = True, mesh=None) -> dict:
   """Test-set evaluation of `params`; writes results.json and the figures, returns the results.
 
   The importance-sampled log-likelihood, the costly part, runs on the first `eval.num_test` test
@@ -123,6 +134,7 @@ def evaluate_run(workdir, model, config, dataset, params, progress: bool = True,
   "elbo_on_ll_examples" the ELBO over the log-likelihood's examples, for their difference.
   Every batch is split over `mesh`'s data axis (all devices of all processes); process 0 writes.
   """
+  model = eval_model(config, dataset)
   eval_key = jax.random.key(config.eval.seed)
   test_all = eval_data(dataset, dataset.test, eval_key)
   test = test_all[:config.eval.num_test] if config.eval.num_test else test_all
@@ -153,6 +165,7 @@ def evaluate_run(workdir, model, config, dataset, params, progress: bool = True,
       "posterior_mean_variance_per_dim": unit_variance.tolist(),
       "num_examples": len(test), "elbo_num_examples": len(test_all),
       "log_likelihood_seconds": ll_seconds,
+      "log_likelihood_dtype": EVAL_DTYPE, "compute_dtype": config.accelerator.compute_dtype,
   }
   if "kl_per_dim" in terms:
     test_results["kl_per_dim"] = np.mean(terms["kl_per_dim"], 0).tolist()

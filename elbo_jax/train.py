@@ -371,7 +371,7 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, positi
   blocks, sizes = _training_blocks(dataset, trainer, mesh, config.training.batch_size)
   chunk_fn = make_train_chunk(trainer, mesh, num_replicas)
   test = report.eval_data(dataset, dataset.test, jax.random.key(config.eval.seed))
-  validators = [report.make_validator(trainer.model, c, report.eval_data(
+  validators = [report.make_validator(c, dataset, report.eval_data(
       dataset, dataset.validation, split_seed(c.seed)["eval"]), test, mesh) for c in configs]
 
   spe, total = trainer.steps_per_epoch, trainer.total_steps
@@ -432,7 +432,7 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, positi
       last_save_step, last_save_time = step, time.monotonic()
   bar.close()
   for r in np.flatnonzero(alive):
-    results[r] = report.evaluate_run(runs[r].workdir, trainer.model, configs[r], dataset,
+    results[r] = report.evaluate_run(runs[r].workdir, configs[r], dataset,
                                      mesh_lib.to_host(_replica(state.params, r)),
                                      progress=config.training.progress, mesh=mesh)
   return results
@@ -469,7 +469,7 @@ def evaluate_workdir(workdir: str, eval_overrides: dict | None = None) -> dict:
     mesh = mesh_lib.make_mesh(mesh_lib.select_devices(config.accelerator.platform))
     dataset = data_lib.load(config.data)
     trainer, params = restore_run(path, config, dataset)
-    return report.evaluate_run(path, trainer.model, config, dataset, params,
+    return report.evaluate_run(path, config, dataset, params,
                                progress=config.training.progress, mesh=mesh)
   finally:
     if lock is not None:

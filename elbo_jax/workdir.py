@@ -120,7 +120,8 @@ def check_config_matches(workdir: str, config) -> None:
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path) or not has_progress(workdir):
     return
-  differing = config_lib.differences(io.read_json(path), config_lib.to_json(config))
+  differing = config_lib.differences(config_lib.with_defaults(io.read_json(path)),
+                                     config_lib.to_json(config))
   if differing:
     raise ConfigError(f"--workdir={workdir!r} holds a run of a different config (differs in: "
                       f"{', '.join(differing)}); use a new --workdir")
@@ -144,8 +145,8 @@ class Run:
       if self.primary:
         resolved = config_lib.to_json(config)
         config_path = os.path.join(self.workdir, "config.json")
-        if not os.path.exists(config_path) or config_lib.differences(io.read_json(config_path),
-                                                                     resolved):
+        if not os.path.exists(config_path) or config_lib.differences(
+            config_lib.with_defaults(io.read_json(config_path)), resolved):
           # No progress yet (checked above): a different config takes the workdir over.
           io.write_json_atomic(config_path, resolved)
         io.write_json_atomic(os.path.join(self.workdir, "run_info.json"), provenance(config))

@@ -126,6 +126,21 @@ def test_bernoulli_matches_scipy():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("size", [784, 777, 5])  # a multiple of the log's group size, and not
+def test_summed_bernoulli_matches_scipy_and_has_the_elementwise_gradient(size):
+  rng = _rng(11)
+  logits = (rng.normal(size=(3, size)) * 5).astype(np.float32)
+  x = rng.integers(0, 2, size=size)
+  p = special.expit(logits.astype(np.float64))
+  got = _jit(distributions.bernoulli_log_prob_sum)(x.astype(np.float32), logits)
+  np.testing.assert_allclose(got, stats.bernoulli.logpmf(x, p).sum(-1), rtol=1e-6, atol=1e-5)
+  grad = _jit(jax.grad(lambda l: distributions.bernoulli_log_prob_sum(x, l).sum()))(logits)
+  np.testing.assert_allclose(grad, x - p, atol=1e-6)
+  soft_x = rng.uniform(size=size)
+  grad_x = _jit(jax.grad(lambda x: distributions.bernoulli_log_prob_sum(x, logits).sum()))(soft_x)
+  np.testing.assert_allclose(grad_x, logits.astype(np.float64).sum(0), atol=1e-5)
+
+
 @pytest.mark.parametrize("variance", ["fixed", "global", "per_pixel"])
 def test_gaussian_matches_scipy(variance):
   rng = _rng(1)
@@ -283,7 +298,8 @@ def test_categorical_sums_to_one():
 
 
 @pytest.mark.parametrize("fn", [
-    distributions.bernoulli_log_prob, distributions.continuous_bernoulli_log_prob,
+    distributions.bernoulli_log_prob, distributions.bernoulli_log_prob_sum,
+    distributions.continuous_bernoulli_log_prob,
     lambda x, logits: distributions.continuous_bernoulli_mean(logits),
 ])
 def test_unit_interval_functions_and_grads_are_finite_at_extremes(fn):

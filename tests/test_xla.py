@@ -33,11 +33,35 @@ def test_fast_jit_computes_what_plain_jit_computes():
   np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-4)
 
 
-def test_fast_random_bits_draw_the_same_numbers_eagerly_and_jitted():
-  def draw(key):
-    with xla.fast_random_bits():
-      return jax.random.normal(key, (3, 5))
+def _draws(key):
+  return {
+      "normal [7, 5]": jax.random.normal(key, (7, 5)),
+      "normal [3], odd": jax.random.normal(key, (3,)),
+      "normal bfloat16": jax.random.normal(key, (9,), jnp.bfloat16),
+      "bernoulli [100, 785]": jax.random.bernoulli(key, jnp.linspace(0, 1, 785), (100, 785)),
+      "split (2, 5)": jax.random.key_data(jax.random.split(key, (2, 5))),
+      "fold_in": jax.random.key_data(jax.random.fold_in(key, 123456)),
+      "uint8 bits": jax.random.bits(key, (13,), jnp.uint8),
+      "uint16 bits": jax.random.bits(key, (13,), jnp.uint16),
+      "vmapped": jax.vmap(lambda k: jax.random.normal(k, (4, 3)))(jax.random.split(key, 6)),
+  }
 
-  key = jax.random.key(7)
-  np.testing.assert_array_equal(draw(key), xla.jit(draw)(key))
-  np.testing.assert_array_equal(draw(key), jax.jit(draw)(key))
+
+def test_the_unrolled_threefry_draws_the_bits_of_jaxs_non_partitionable_threefry():
+  def reference(key):
+    with jax.threefry_partitionable(False):
+      return _draws(key)
+
+  key = jax.random.key(42)
+  want = jax.jit(reference)(key)
+  for got in (_draws(xla.fast_key(key)), jax.jit(lambda k: _draws(xla.fast_key(k)))(key),
+              xla.jit(lambda k: _draws(xla.fast_key(k)))(key),
+              _draws(xla.fast_key(jax.random.key_data(key)))):  # a raw uint32 key
+    for name in want:
+      np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_fast_key_leaves_other_implementations_alone():
+  key = jax.random.key(0, impl="rbg")
+  assert xla.fast_key(key) is key
+

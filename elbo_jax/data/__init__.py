@@ -134,8 +134,7 @@ class Dataset:
 
 def binarize(key: jax.Array, x: jax.Array) -> jax.Array:
   """One Bernoulli(x) draw per value; x: [...] in [0, 1] -> [...] in {0, 1}, x's dtype."""
-  with xla.fast_random_bits():
-    return jax.random.bernoulli(key, x).astype(x.dtype)
+  return jax.random.bernoulli(xla.fast_key(key), x).astype(x.dtype)
 
 
 # Preprocessing: raw split -> stored array. `rng` is used by static binarisation only.

@@ -2,12 +2,14 @@
 
 Every entry of `MODELS` is a builder with one signature:
 
-  build(model_config, data_shape, likelihood)
+  build(model_config, data_shape, likelihood, dtype=jnp.float32)
 
   model_config: the `model` config section (a dict or ml_collections.ConfigDict); only the fields
     listed below are read, each optional (absent -> the module's default); lists become tuples.
   data_shape: the shape of one example, e.g. (28, 28, 1).
   likelihood: the (unbound) likelihood module; its `param_shape` sizes the decoder output.
+  dtype: the networks' compute dtype (`accelerator.compute_dtype`); parameters stay float32 and the
+    likelihood and posterior parameters they output are float32.
 
 Families in `ENCODER_DECODER_MODELS` return (encoder, decoder), which the trainer wraps as
 `vae.VAE(encoder, decoder, likelihood, prior, posterior)` with the configured prior and posterior.
@@ -28,6 +30,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+import jax.numpy as jnp
 
 from elbo_jax.models.activations import ACTIVATIONS
 from elbo_jax.models.conv import ConvDecoder, ConvEncoder
@@ -75,15 +79,16 @@ def _read(config, validators: dict) -> dict:
 
 
 @MODELS.register("mlp")
-def build_mlp(model_config, data_shape: tuple, likelihood):
+def build_mlp(model_config, data_shape: tuple, likelihood, dtype=jnp.float32):
   """Returns (MLPEncoder, MLPDecoder)."""
   kwargs = _read(model_config, {"hidden": _units, "activation": _activation, "gated": _flag})
+  kwargs["dtype"] = dtype
   return (MLPEncoder(data_shape=tuple(data_shape), **kwargs),
           MLPDecoder(out_shape=tuple(likelihood.param_shape), **kwargs))
 
 
 @MODELS.register("conv")
-def build_conv(model_config, data_shape: tuple, likelihood):
+def build_conv(model_config, data_shape: tuple, likelihood, dtype=jnp.float32):
   """Returns (ConvEncoder, ConvDecoder); needs image data [H, W, C]."""
   if len(data_shape) != 3 or len(likelihood.param_shape) < 3:
     raise ConfigError(
@@ -94,15 +99,16 @@ def build_conv(model_config, data_shape: tuple, likelihood):
       "channels": _nonempty_units, "hidden": _units, "activation": _activation,
       "kernel_size": positive_int,
   })
+  kwargs["dtype"] = dtype
   return (ConvEncoder(data_shape=tuple(data_shape), **kwargs),
           ConvDecoder(out_shape=tuple(likelihood.param_shape), **kwargs))
 
 
 @MODELS.register("two_layer")
-def build_two_layer(model_config, data_shape: tuple, likelihood):
+def build_two_layer(model_config, data_shape: tuple, likelihood, dtype=jnp.float32):
   """Returns a complete TwoLayerVAE (its own prior and posterior)."""
   kwargs = _read(model_config, {
       "hidden1": _units, "latent1": positive_int, "hidden2": _units, "latent2": positive_int,
       "activation": _activation,
   })
-  return TwoLayerVAE(likelihood=likelihood, data_shape=tuple(data_shape), **kwargs)
+  return TwoLayerVAE(likelihood=likelihood, data_shape=tuple(data_shape), dtype=dtype, **kwargs)

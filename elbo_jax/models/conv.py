@@ -4,13 +4,17 @@ Each of the L = len(channels) convolutions halves the resolution (stride 2, SAME
 decoder starts from ceil(H / 2^L) x ceil(W / 2^L), doubles L times and crops to H x W, so any
 image size works: 28 -> 14 -> 7 -> 14 -> 28; 8x8 digits -> 4 -> 2 -> 4 -> 8; odd sizes are cropped.
 Leading batch dimensions are flattened into one axis for the convolutions and restored after.
+`dtype` is the compute dtype (`accelerator.compute_dtype`); parameters stay float32 and the decoder
+returns float32 likelihood parameters.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from elbo_jax.models.activations import ACTIVATIONS
 from elbo_jax.models.mlp import MLP
@@ -26,6 +30,7 @@ class ConvEncoder(nn.Module):
     activation: a name in `ACTIVATIONS`.
     kernel_size: square kernel side; 4 is divisible by the stride, which avoids checkerboarding
       in the mirrored transposed convolutions.
+    dtype: compute dtype; the features are in it.
   """
 
   data_shape: tuple
@@ -33,6 +38,7 @@ class ConvEncoder(nn.Module):
   hidden: tuple = (256,)
   activation: str = "relu"
   kernel_size: int = 4
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
@@ -43,20 +49,22 @@ class ConvEncoder(nn.Module):
     lead = x.shape[:-3]
     y = x.reshape((-1,) + tuple(self.data_shape))
     for c in self.channels:
-      y = act(nn.Conv(c, (self.kernel_size,) * 2, strides=(2, 2), padding="SAME")(y))
-    y = MLP(self.hidden, self.activation)(y.reshape(y.shape[0], -1))
+      y = act(nn.Conv(c, (self.kernel_size,) * 2, strides=(2, 2), padding="SAME",
+                      dtype=self.dtype)(y))
+    y = MLP(self.hidden, self.activation, dtype=self.dtype)(y.reshape(y.shape[0], -1))
     return y.reshape(lead + y.shape[-1:])
 
 
 class ConvDecoder(nn.Module):
-  """z [..., D] -> raw likelihood parameters [..., *out_shape], out_shape = (H, W, *P).
+  """z [..., D] -> raw likelihood parameters [..., *out_shape], float32; out_shape = (H, W, *P).
 
   The trailing dimensions P (e.g. (C,) for Bernoulli, (C * 30,) for a discretized logistic
   mixture) are produced as prod(P) channels by a final linear 3x3 convolution.
 
   Attributes:
     out_shape: the likelihood's `param_shape`, at least (H, W, P).
-    channels, hidden, activation, kernel_size: as in `ConvEncoder`; the decoder mirrors them.
+    channels, hidden, activation, kernel_size, dtype: as in `ConvEncoder`; the decoder mirrors
+      them.
   """
 
   out_shape: tuple
@@ -64,6 +72,7 @@ class ConvDecoder(nn.Module):
   hidden: tuple = (256,)
   activation: str = "relu"
   kernel_size: int = 4
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z):
@@ -74,10 +83,12 @@ class ConvDecoder(nn.Module):
     factor = 2 ** len(self.channels)
     base_h, base_w = -(-height // factor), -(-width // factor)
     lead = z.shape[:-1]
-    y = MLP(self.hidden, self.activation)(z.reshape(-1, z.shape[-1]))
-    y = act(nn.Dense(base_h * base_w * self.channels[-1])(y))
+    y = MLP(self.hidden, self.activation, dtype=self.dtype)(z.reshape(-1, z.shape[-1]))
+    y = act(nn.Dense(base_h * base_w * self.channels[-1], dtype=self.dtype)(y))
     y = y.reshape(-1, base_h, base_w, self.channels[-1])
     for c in reversed(self.channels):
-      y = act(nn.ConvTranspose(c, (self.kernel_size,) * 2, strides=(2, 2), padding="SAME")(y))
-    y = nn.Conv(math.prod(self.out_shape[2:]), (3, 3), padding="SAME")(y)[:, :height, :width]
-    return y.reshape(lead + tuple(self.out_shape))
+      y = act(nn.ConvTranspose(c, (self.kernel_size,) * 2, strides=(2, 2), padding="SAME",
+                               dtype=self.dtype)(y))
+    y = nn.Conv(math.prod(self.out_shape[2:]), (3, 3), padding="SAME",
+                dtype=self.dtype)(y)[:, :height, :width]
+    return y.astype(jnp.float32).reshape(lead + tuple(self.out_shape))

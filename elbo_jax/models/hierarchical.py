@@ -6,11 +6,14 @@ N(0, I). The latent vector seen by the objectives is z = [z1, z2]: [D1 + D2].
 
 The model implements the protocol of `elbo_jax.vae` (there is no closed-form KL, so
 `has_analytic_kl` is False). MNIST sizes from the paper: 784-200-200-100 (z1), 100-100-100-50 (z2).
+The networks compute in `dtype` (`accelerator.compute_dtype`); their outputs (Gaussian parameters,
+likelihood parameters) are cast to float32 before any density is evaluated or sampled.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -26,16 +29,21 @@ LOG_SCALE_MAX = 10.0
 
 
 class GaussianHead(nn.Module):
-  """inputs [..., F] -> {"mean", "log_scale"}: [..., latent] via an MLP and a linear layer."""
+  """inputs [..., F] -> {"mean", "log_scale"}: [..., latent], float32.
+
+  An MLP and a linear layer, both computing in `dtype`.
+  """
 
   hidden: tuple
   latent: int
   activation: str = "tanh"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, inputs):
-    h = MLP(self.hidden, self.activation)(inputs)
-    mean, log_scale = jnp.split(nn.Dense(2 * self.latent)(h), 2, axis=-1)
+    h = MLP(self.hidden, self.activation, dtype=self.dtype)(inputs)
+    out = nn.Dense(2 * self.latent, dtype=self.dtype)(h).astype(jnp.float32)
+    mean, log_scale = jnp.split(out, 2, axis=-1)
     return {"mean": mean, "log_scale": jnp.clip(log_scale, LOG_SCALE_MIN, LOG_SCALE_MAX)}
 
 
@@ -50,6 +58,7 @@ class TwoLayerVAE(nn.Module):
     hidden2: hidden units of q(z2|z1) and of p(z1|z2).
     latent2: D2, the size of z2.
     activation: a name in `models.activations.ACTIVATIONS`.
+    dtype: compute dtype of every network; parameters stay float32.
   """
 
   likelihood: nn.Module
@@ -59,17 +68,18 @@ class TwoLayerVAE(nn.Module):
   hidden2: tuple = (100, 100)
   latent2: int = 50
   activation: str = "tanh"
+  dtype: Any = jnp.float32
 
   # See the protocol in `elbo_jax.vae`: q(z1|x), q(z2|z1) infer; p(z1|z2) and the decoder generate.
   inference_modules = ("q_z1", "q_z2")
   generative_modules = ("p_z1", "decoder_mlp", "decoder_out", "likelihood")
 
   def setup(self):
-    self.q_z1 = GaussianHead(self.hidden1, self.latent1, self.activation)
-    self.q_z2 = GaussianHead(self.hidden2, self.latent2, self.activation)
-    self.p_z1 = GaussianHead(self.hidden2, self.latent1, self.activation)
-    self.decoder_mlp = MLP(tuple(reversed(self.hidden1)), self.activation)
-    self.decoder_out = nn.Dense(math.prod(self.likelihood.param_shape))
+    self.q_z1 = GaussianHead(self.hidden1, self.latent1, self.activation, self.dtype)
+    self.q_z2 = GaussianHead(self.hidden2, self.latent2, self.activation, self.dtype)
+    self.p_z1 = GaussianHead(self.hidden2, self.latent1, self.activation, self.dtype)
+    self.decoder_mlp = MLP(tuple(reversed(self.hidden1)), self.activation, dtype=self.dtype)
+    self.decoder_out = nn.Dense(math.prod(self.likelihood.param_shape), dtype=self.dtype)
 
   @property
   def latent_dim(self) -> int:
@@ -125,7 +135,7 @@ class TwoLayerVAE(nn.Module):
   def decode(self, z):
     """z [..., D1 + D2] -> raw likelihood parameters [..., *param_shape]; only z1 is used."""
     z1, _ = self._split(z)
-    out = self.decoder_out(self.decoder_mlp(z1))
+    out = self.decoder_out(self.decoder_mlp(z1)).astype(jnp.float32)
     return out.reshape(z.shape[:-1] + tuple(self.likelihood.param_shape))
 
   def likelihood_log_prob(self, z, x):

@@ -3,14 +3,19 @@
 The Burda et al. MNIST model is MLPEncoder/MLPDecoder with hidden=(200, 200), activation="tanh"
 and a 50-dimensional diagonal Gaussian posterior. The VampPrior networks (Tomczak & Welling 2018)
 are hidden=(300, 300), gated=True.
+
+`dtype` is the compute dtype of the matmuls and activations (`accelerator.compute_dtype`); the
+parameters stay float32 whatever it is, and the decoder returns float32 likelihood parameters.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from elbo_jax.models.activations import ACTIVATIONS
 
@@ -25,11 +30,13 @@ class MLP(nn.Module):
     activation: a name in `ACTIVATIONS`.
     gated: Dauphin et al. (2017) gating, h = Dense(x) * sigmoid(Dense'(x)). The gate is the
       nonlinearity, so `activation` is not applied (as in the VampPrior's GatedDense).
+    dtype: compute dtype; the output is in it.
   """
 
   hidden: tuple = (200, 200)
   activation: str = "tanh"
   gated: bool = False
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
@@ -37,10 +44,10 @@ class MLP(nn.Module):
     for units in self.hidden:
       if self.gated:
         # One Dense of twice the width computes both branches in a single matmul.
-        value, gate = jax.numpy.split(nn.Dense(2 * units)(x), 2, axis=-1)
+        value, gate = jax.numpy.split(nn.Dense(2 * units, dtype=self.dtype)(x), 2, axis=-1)
         x = value * nn.sigmoid(gate)
       else:
-        x = act(nn.Dense(units)(x))
+        x = act(nn.Dense(units, dtype=self.dtype)(x))
     return x
 
 
@@ -49,13 +56,14 @@ class MLPEncoder(nn.Module):
 
   Attributes:
     data_shape: the shape of one example; the dimensions before it are batch dimensions.
-    hidden, activation, gated: see `MLP`.
+    hidden, activation, gated, dtype: see `MLP`; the features are in `dtype`.
   """
 
   data_shape: tuple
   hidden: tuple = (200, 200)
   activation: str = "tanh"
   gated: bool = False
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
@@ -63,24 +71,26 @@ class MLPEncoder(nn.Module):
     if tuple(x.shape[x.ndim - n:]) != tuple(self.data_shape):
       raise ValueError(f"MLPEncoder expects [..., {self.data_shape}], got {x.shape}")
     x = x.reshape(x.shape[:x.ndim - n] + (math.prod(self.data_shape),))
-    return MLP(self.hidden, self.activation, self.gated)(x)
+    return MLP(self.hidden, self.activation, self.gated, self.dtype)(x)
 
 
 class MLPDecoder(nn.Module):
-  """z [..., D] -> raw likelihood parameters [..., *out_shape] (the last layer is linear).
+  """z [..., D] -> raw likelihood parameters [..., *out_shape], float32 (the last layer is linear).
 
   Attributes:
     out_shape: the likelihood's `param_shape`.
-    hidden, activation, gated: see `MLP`.
+    hidden, activation, gated, dtype: see `MLP`.
   """
 
   out_shape: tuple
   hidden: tuple = (200, 200)
   activation: str = "tanh"
   gated: bool = False
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z):
-    h = MLP(self.hidden, self.activation, self.gated)(z)
-    out = nn.Dense(math.prod(self.out_shape))(h)
-    return out.reshape(z.shape[:-1] + tuple(self.out_shape))
+    h = MLP(self.hidden, self.activation, self.gated, self.dtype)(z)
+    out = nn.Dense(math.prod(self.out_shape), dtype=self.dtype)(h)
+    # Likelihoods sum hundreds of terms per example: they are evaluated in float32.
+    return out.astype(jnp.float32).reshape(z.shape[:-1] + tuple(self.out_shape))
