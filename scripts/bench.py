@@ -2,6 +2,7 @@ r"""Speed of Burda et al.'s 1-layer MLP VAE (784-200-200-50 tanh, Bernoulli) on 
 
   python -m scripts.bench --data_path=/work/shared/data/mnist.pkl.gz            # training
   python -m scripts.bench --data_path=/work/shared/data/mnist.pkl.gz --eval     # evaluation
+  python -m scripts.bench --data_path=/work/shared/data/mnist.pkl.gz --replicas=8  # vectorised seeds
 
 Training (batch 100, dynamically binarised MNIST; synthetic grey levels without --data_path): two
 training paths are timed in one process, interleaved, from the same parameters:
@@ -19,6 +20,11 @@ as `report.evaluate_run` runs it) of --eval_examples test images, for every eval
 eval.chunk_size in --eval_batch_sizes x --eval_chunk_sizes (timed interleaved), extrapolated to
 the 10,000 test images, with the decoder's GFLOP/s against the same GEMM peak. The parameters are
 random unless --workdir names a trained run of configs/mnist_vae.py.
+
+Replicas (--replicas R): R seeds trained as one vectorised program (`make_train_chunk` with R
+replicas, as `experiments.ablate` trains cells that differ only in seed or scalar
+hyper-parameters) against the same R runs one after another, in the same process, interleaved;
+total examples/s of both and their ratio.
 
 --compute_dtype sets accelerator.compute_dtype for training (evaluation is always float32).
 --plain_jit also times elbo_jax's training chunk and evaluation compiled with plain `jax.jit`
@@ -60,6 +66,8 @@ _EVAL_REPEATS = flags.DEFINE_integer("eval_repeats", 2, "Timed passes per shape;
                                      "is reported.")
 _WORKDIR = flags.DEFINE_string("workdir", "", "A trained run of configs/mnist_vae.py to evaluate.")
 _PLAIN_JIT = flags.DEFINE_bool("plain_jit", False, "Also time elbo_jax compiled with plain jax.jit.")
+_REPLICAS = flags.DEFINE_integer("replicas", 0, "Time this many seeds trained as one vectorised "
+                                 "program against the same runs one after another instead.")
 _DRAWS = flags.DEFINE_bool("draws", False, "Time a training step's random draws instead.")
 
 ENCODER = [784, 200, 200, 100]  # the last layer: the posterior's mean and log-scale heads
@@ -93,17 +101,18 @@ def load_data(config):
                           info={"name": "synthetic"})
 
 
-def library_path(config, trainer, dataset, params, fast=True):
-  """run(num_steps) -> seconds: elbo_jax's scanned chunk, set up as train.train_group sets it up."""
+def library_path(configs, trainer, dataset, params, fast=True):
+  """run(num_steps) -> seconds: elbo_jax's scanned chunk for len(configs) replicas (one vectorised
+  program when there are several), set up as train.train_group sets it up."""
   mesh = mesh_lib.make_mesh(jax.devices())
-  state = train.create_train_state(trainer.model, trainer.optimizer(), dataset.train[0],
-                                   train.split_seed(config.seed)["init"])
-  state = train._stack([state.replace(params=params)])
-  hp = train._stack([train.hyperparameters(config, trainer)])
-  blocks, sizes = train._training_blocks(dataset, trainer, mesh, config.training.batch_size)
+  states = [train.create_train_state(trainer.model, trainer.optimizer(), dataset.train[0],
+                                     train.split_seed(c.seed)["init"]) for c in configs]
+  state = train._stack([s.replace(params=params) for s in states])
+  hp = train._stack([train.hyperparameters(c, trainer) for c in configs])
+  blocks, sizes = train._training_blocks(dataset, trainer, mesh, configs[0].training.batch_size)
   order = jax.vmap(batching.epoch_order, in_axes=(0, None, None, None))(
       hp["data_key"], 0, sizes, trainer.steps_per_epoch)
-  chunk = train.make_train_chunk(trainer, mesh, 1, fast=fast)
+  chunk = train.make_train_chunk(trainer, mesh, len(configs), fast=fast)
   box = {"state": state}
 
   def run(num_steps):
@@ -150,22 +159,30 @@ def reference_path(config, trainer, dataset, params):
   return run
 
 
-def bench_training(config, trainer, dataset, params, peak):
-  batch_size, steps = config.training.batch_size, _STEPS.value
-  runs = {"elbo_jax": library_path(config, trainer, dataset, params),
-          "reference": reference_path(config, trainer, dataset, params)}
-  if _PLAIN_JIT.value:
-    runs["elbo_jax, plain jax.jit"] = library_path(config, trainer, dataset, params, fast=False)
+def time_interleaved(runs: dict, steps: int):
+  """Compiles and warms every run, then times them in turn (drift in the machine's speed hits
+  them alike). Returns (seconds of the first call, wall seconds per timed call, CPU seconds per
+  timed call) per name."""
   first = {name: run(steps) for name, run in runs.items()}
   for _ in range(_WARMUP.value - 1):
     for run in runs.values():
       run(steps)
   times, cpu = {name: [] for name in runs}, {name: [] for name in runs}
   for _ in range(_TIMED.value):
-    for name, run in runs.items():  # interleaved, so drift in the machine's speed hits both alike
+    for name, run in runs.items():
       tic = time.process_time()
       times[name].append(run(steps))
       cpu[name].append(time.process_time() - tic)
+  return first, times, cpu
+
+
+def bench_training(config, trainer, dataset, params, peak):
+  batch_size, steps = config.training.batch_size, _STEPS.value
+  runs = {"elbo_jax": library_path([config], trainer, dataset, params),
+          "reference": reference_path(config, trainer, dataset, params)}
+  if _PLAIN_JIT.value:
+    runs["elbo_jax, plain jax.jit"] = library_path([config], trainer, dataset, params, fast=False)
+  first, times, cpu = time_interleaved(runs, steps)
   rate = {name: steps * batch_size / float(np.median(t)) for name, t in times.items()}
   # Forward and backward: about three times the forward matmuls.
   flops = 3 * (matmul_flops(ENCODER) + matmul_flops(DECODER))
@@ -179,6 +196,29 @@ def bench_training(config, trainer, dataset, params, peak):
   if _PLAIN_JIT.value:
     print(f"elbo_jax / elbo_jax with plain jax.jit: "
           f"x{rate['elbo_jax'] / rate['elbo_jax, plain jax.jit']:.2f}")
+
+
+def bench_replicas(config, dataset, params, num_replicas):
+  """R seeds of the model trained as one vectorised program (what experiments.ablate does with
+  cells that differ only in seed or scalar hyper-parameters) against the same R runs one after
+  another, each its own one-replica program; total examples/s of both."""
+  batch_size, steps = config.training.batch_size, _STEPS.value
+  configs = []
+  for seed in range(num_replicas):
+    c = config.copy_and_resolve_references()
+    with c.unlocked():
+      c.seed = seed
+    configs.append(c)
+  sequential = [library_path([c], build_trainer([c], dataset), dataset, params) for c in configs]
+  runs = {"vectorised": library_path(configs, build_trainer(configs, dataset), dataset, params),
+          "one after another": lambda n: sum(run(n) for run in sequential)}
+  first, times, _ = time_interleaved(runs, steps)
+  rate = {name: num_replicas * steps * batch_size / float(np.median(t))
+          for name, t in times.items()}
+  for name, t in times.items():
+    print(f"{num_replicas} replicas, {name}: {rate[name]:,.0f} examples/s in all (median of "
+          f"{len(t)} runs of {steps} steps each; compile + first run {first[name]:.1f} s)")
+  print(f"vectorised / one after another: x{rate['vectorised'] / rate['one after another']:.2f}")
 
 
 def bench_evaluation(config, trainer, dataset, params, peak):
@@ -264,7 +304,9 @@ def main(argv):
   params = restore_params(_WORKDIR.value, state) if _WORKDIR.value else state.params
   print(f"devices: {jax.devices()}; parameters: {_WORKDIR.value or 'random'}")
   peak = gemm_peak_gflops()
-  if _EVAL.value:
+  if _REPLICAS.value:
+    bench_replicas(config, dataset, params, _REPLICAS.value)
+  elif _EVAL.value:
     bench_evaluation(config, trainer, dataset, params, peak)
   else:
     bench_training(config, trainer, dataset, params, peak)
