@@ -60,7 +60,8 @@ def check_config(config) -> None:
   ]:
     registry.get(name)
   for field in ("model.latent_dim", "objective.num_samples", "objective.num_averages",
-                "training.batch_size", "training.num_epochs", "training.steps_per_call", "training.checkpoint_every",
+                "training.batch_size", "training.num_epochs", "training.steps_per_call",
+                "training.checkpoint_every",
                 "eval.num_samples", "eval.chunk_size", "eval.batch_size", "eval.repeats",
                 "eval.elbo_samples", "accelerator.replica_parallelism"):
     section, key = field.split(".")

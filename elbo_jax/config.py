@@ -155,7 +155,8 @@ def identity(config_json: dict, ignore=NON_IDENTITY_FIELDS) -> dict:
 
 
 def differences(a: dict, b: dict, ignore=NON_IDENTITY_FIELDS) -> list[str]:
-  """The "section.field" names whose values differ between two JSON configs, minus `ignore`d ones."""
+  """The "section.field" names whose values differ between two JSON configs, minus `ignore`d
+  ones."""
   fa, fb = identity(a, ignore), identity(b, ignore)
   return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
 

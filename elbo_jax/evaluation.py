@@ -1,4 +1,5 @@
-"""Evaluation: the importance-sampled log-likelihood and the per-dataset statistics of a trained model.
+"""Evaluation: the importance-sampled log-likelihood and the per-dataset statistics of a trained
+model.
 
 log p(x) ~= log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x)  (Burda et al. 2015, K = 5000).
 The K samples are drawn in chunks under `lax.scan` with a running logsumexp, so memory is bounded by
@@ -110,7 +111,7 @@ def map_dataset(per_example, params, data: np.ndarray, key, *, batch_size: int, 
         rows, a[indices[mine]], (batch_size, *a.shape[1:]))
     out = fn(params, local(data), key_data, local(np.arange(len(data), dtype=np.int32)))
     count = min(batch_size, len(data) - start)
-    outputs.append(jax.tree.map(lambda a: mesh_lib.gather(a)[:count], out))
+    outputs.append(jax.tree.map(lambda a, n=count: mesh_lib.gather(a)[:n], out))
     if progress is not None:
       progress(count)
   return jax.tree.map(lambda *xs: np.concatenate(xs), *outputs)

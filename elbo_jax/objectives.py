@@ -7,8 +7,8 @@ Each constructor takes a model that follows the protocol in `elbo_jax.vae` and r
 `f(params, x, key, beta=1.0) -> terms` for ONE example x (no batch axis): a pure function that
 `jax.vmap`, `jax.jit` and `jax.grad` compose with. `terms` is a flat dict of named scalars (nats):
 
-  bound           the objective's value: ELBO, IWAE_K, MIWAE, CIWAE (what `loss` is a surrogate for),
-                  or for PIWAE IWAE(M*K)
+  bound           the objective's value: ELBO, IWAE_K, MIWAE, CIWAE (what `loss` is a surrogate
+                  for), or for PIWAE IWAE(M*K)
   iwae            importance-weighted objectives only: IWAE over all their samples
   elbo            the ELBO estimate:          E_q[log p(x|z)] - KL(q(z|x) || p(z))
   log_px_given_z  the reconstruction term:    E_q[log p(x|z)]
@@ -26,7 +26,7 @@ which act on the batch-averaged KL per dimension, are applied).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

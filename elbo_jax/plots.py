@@ -103,8 +103,8 @@ def training_curves(records: Sequence[dict], path, title=None):
   """ELBO against step for training and validation, plus its terms in a second panel if logged.
 
   records: the dicts of metrics.jsonl ({"step": int, name: float}). Panel 1: "train/elbo",
-  "eval/elbo" and "test/elbo". Panel 2: every "<split>/kl" and "<split>/log_px_given_z" present (the names
-  `objectives` gives the two ELBO terms). Absent keys are skipped.
+  "eval/elbo" and "test/elbo". Panel 2: every "<split>/kl" and "<split>/log_px_given_z" present
+  (the names `objectives` gives the two ELBO terms). Absent keys are skipped.
   """
   elbo_keys = {"train/elbo": "train", "eval/elbo": "validation", "test/elbo": "test"}
   term_keys = {
@@ -187,7 +187,8 @@ def _check_images(images, name):
   """Returns images as float32 [N, H, W, C] clipped to [0, 1]; rejects other layouts."""
   images = np.asarray(images, dtype=np.float32)
   if images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) == 0:
-    raise ValueError(f"{name} must be [N, H, W, C] with N >= 1 and C in {{1, 3}}, got {images.shape}")
+    raise ValueError(f"{name} must be [N, H, W, C] with N >= 1 and C in {{1, 3}}, "
+                     f"got {images.shape}")
   return np.clip(np.nan_to_num(images, nan=0.0), 0.0, 1.0)
 
 

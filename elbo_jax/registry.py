@@ -7,7 +7,8 @@ config field and lists the allowed names, so a typo never becomes a stack trace 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 

@@ -139,8 +139,8 @@ def plot_snr(rows, path, statistic: str = "snr_mean", title: str | None = None) 
 
   rows: as returned by `iwae_snr_sweep`. Dotted guides with slopes -1/2 (inference) and +1/2
   (generative), the rates Rainforth et al. 2018 derive for IWAE, start at the first reparam point;
-  the dashed line (inference) is the noise floor sqrt(2 / (pi num_draws)). Saved atomically as a PNG; returns
-  the path.
+  the dashed line (inference) is the noise floor sqrt(2 / (pi num_draws)). Saved atomically as a
+  PNG; returns the path.
   """
   # E|mean of N draws| / std for a zero-mean gradient: smaller SNRs cannot be told apart.
   floor = math.sqrt(2 / (math.pi * min(r["num_draws"] for r in rows)))

@@ -79,7 +79,8 @@ def axis(name: str, values: Sequence[tuple[str, dict]]) -> tuple:
 
 
 def grid(field: str, values: Sequence, name: str | None = None) -> tuple:
-  """An axis over one field's values, each named "<short>=<value>" (short: the field's last part)."""
+  """An axis over one field's values, each named "<short>=<value>" (short: the field's last
+  part)."""
   short = name or field.split(".")[-1]
   return axis(short, [(f"{short}={v}", {field: v}) for v in values])
 

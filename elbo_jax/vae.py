@@ -61,7 +61,8 @@ class VAE(nn.Module):
 
   @property
   def has_analytic_kl(self) -> bool:
-    # Closed forms exist for a Gaussian q against a Gaussian p(z); mixtures and flows need Monte Carlo.
+    # Closed forms exist for a Gaussian q against a Gaussian p(z); mixtures and flows need Monte
+    # Carlo.
     return self.posterior.family in ("diagonal", "full") and self.prior.is_gaussian
 
   def __call__(self, x, key):

@@ -144,7 +144,8 @@ GROUP_SIZE = 16
 
 
 def groups(a):
-  """a [..., D] -> [..., ceil(D / GROUP_SIZE), GROUP_SIZE], zero-padded (see the module docstring)."""
+  """a [..., D] -> [..., ceil(D / GROUP_SIZE), GROUP_SIZE], zero-padded (see the module
+  docstring)."""
   pad = -a.shape[-1] % GROUP_SIZE
   if pad:
     a = jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, pad)])

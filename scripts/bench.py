@@ -2,7 +2,7 @@ r"""Speed of Burda et al.'s 1-layer MLP VAE (784-200-200-50 tanh, Bernoulli) on 
 
   python -m scripts.bench --data_path=/work/shared/data/mnist.pkl.gz            # training
   python -m scripts.bench --data_path=/work/shared/data/mnist.pkl.gz --eval     # evaluation
-  python -m scripts.bench --data_path=/work/shared/data/mnist.pkl.gz --replicas=8  # vectorised seeds
+  python -m scripts.bench --data_path=/work/shared/data/mnist.pkl.gz --replicas=8  # seeds
 
 Training (batch 100, dynamically binarised MNIST; synthetic grey levels without --data_path): two
 training paths are timed in one process, interleaved, from the same parameters:
@@ -65,7 +65,8 @@ _EVAL_CHUNK_SIZES = flags.DEFINE_list("eval_chunk_sizes", ["500"], "eval.chunk_s
 _EVAL_REPEATS = flags.DEFINE_integer("eval_repeats", 2, "Timed passes per shape; the fastest "
                                      "is reported.")
 _WORKDIR = flags.DEFINE_string("workdir", "", "A trained run of configs/mnist_vae.py to evaluate.")
-_PLAIN_JIT = flags.DEFINE_bool("plain_jit", False, "Also time elbo_jax compiled with plain jax.jit.")
+_PLAIN_JIT = flags.DEFINE_bool("plain_jit", False,
+                                "Also time elbo_jax compiled with plain jax.jit.")
 _REPLICAS = flags.DEFINE_integer("replicas", 0, "Time this many seeds trained as one vectorised "
                                  "program against the same runs one after another instead.")
 _DRAWS = flags.DEFINE_bool("draws", False, "Time a training step's random draws instead.")
@@ -190,8 +191,9 @@ def bench_training(config, trainer, dataset, params, peak):
     print(f"train ({name}, {config.accelerator.compute_dtype}): {rate[name]:,.0f} examples/s, "
           f"median of {len(t)} runs of {steps} steps (range {steps * batch_size / max(t):,.0f}-"
           f"{steps * batch_size / min(t):,.0f}); compile + first run {first[name]:.1f} s; "
-          f"matmuls at {rate[name] * flops / 1e9:.0f} GFLOP/s = {rate[name] * flops / 1e9 / peak:.0%}"
-          f" of the GEMM peak; {np.median(cpu[name]) / np.median(t):.2f} CPU-seconds per second")
+          f"matmuls at {rate[name] * flops / 1e9:.0f} GFLOP/s = "
+          f"{rate[name] * flops / 1e9 / peak:.0%} of the GEMM peak; "
+          f"{np.median(cpu[name]) / np.median(t):.2f} CPU-seconds per second")
   print(f"elbo_jax / reference: x{rate['elbo_jax'] / rate['reference']:.2f}")
   if _PLAIN_JIT.value:
     print(f"elbo_jax / elbo_jax with plain jax.jit: "
@@ -248,7 +250,8 @@ def bench_evaluation(config, trainer, dataset, params, peak):
   for shape, t in times.items():
     per_10k = min(t) / len(test) * 10_000
     compiled = "" if shape[2] else " (plain jax.jit)"
-    print(f"eval{compiled} K={k}, batch_size={shape[0]}, chunk_size={shape[1]}: {len(test)} images in "
+    print(f"eval{compiled} K={k}, batch_size={shape[0]}, chunk_size={shape[1]}: "
+          f"{len(test)} images in "
           f"{min(t):.1f} s (fastest of {len(t)}; compile + first batch {first[shape]:.1f} s) = "
           f"{per_10k:.0f} s per 10k images; decoder matmuls at "
           f"{len(test) * flops / min(t) / 1e9:.0f} GFLOP/s = "
@@ -274,7 +277,7 @@ def bench_draws(repeats=7, steps=298):
            "normal noise [100, 50]": lambda k, x: jax.random.normal(k, (50,))}
   fns = {(kind, way): make(way, draw) for kind, draw in kinds.items() for way in ways}
   times = {name: [] for name in fns}
-  for name, f in fns.items():
+  for f in fns.values():
     f(jax.random.key(1)).block_until_ready()
   for r in range(repeats):
     for name, f in fns.items():  # interleaved

@@ -12,7 +12,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(**overrides):
-  """digits, a 32-unit MLP with 4 latents; `overrides` maps 'section.field' (or 'seed') to values."""
+  """digits, a 32-unit MLP with 4 latents; `overrides` maps 'section.field' (or 'seed') to
+  values."""
   c = default_config()
   c.model.hidden = (32,)
   c.model.latent_dim = 4

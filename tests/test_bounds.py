@@ -3,7 +3,8 @@
 On the same key every importance-weighted objective draws the same samples, so the identities
 below hold draw by draw, in value and in gradient, not only in expectation:
   MIWAE(1, K) = IWAE(K);  MIWAE(M, 1) = the M-sample ELBO;  ELBO <= MIWAE(M, K) <= IWAE(M*K);
-  CIWAE(beta) = beta ELBO + (1 - beta) IWAE(K);  PIWAE: encoder <- MIWAE(M, K), decoder <- IWAE(M*K).
+  CIWAE(beta) = beta ELBO + (1 - beta) IWAE(K);
+  PIWAE: encoder <- MIWAE(M, K), decoder <- IWAE(M*K).
 Most run on the linear-Gaussian VAE of test_objectives; the inference/generative split is also
 checked on a VampPrior MLP VAE and on Burda's two-stochastic-layer model.
 """

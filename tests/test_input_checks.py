@@ -102,8 +102,9 @@ def test_checked_refuses_float_data_outside_the_unit_interval(likelihood):
 def test_checked_refuses_8_bit_levels_outside_0_to_255_or_not_whole(x, problem):
   vae, params = _vae(likelihoods.Categorical(event_shape=SHAPE))
   checked = ej.batched(ej.iwae(vae, num_samples=2), checked=True)
-  with pytest.raises(ConfigError, match=r"^the Categorical likelihood scores 8-bit levels, whole "
-                                        rf"numbers 0..255, but x {problem}pass the images as uint8"):
+  with pytest.raises(ConfigError, match=r"^the Categorical likelihood scores 8-bit levels, "
+                                        rf"whole numbers 0..255, but x {problem}pass the images "
+                                        "as uint8"):
     checked(params, x, _keys(), 1.0)
   for valid in (_images(np.uint8), _images(np.float32)):
     assert np.isfinite(checked(params, valid, _keys(), 1.0)["bound"]).all()

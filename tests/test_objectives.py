@@ -67,7 +67,8 @@ def test_elbo_equals_log_evidence_at_the_true_posterior(setup):
   vae, params, x, (W, b, s) = setup
   params, _ = set_posterior(params, W, b, s)
   log_px = lg.log_evidence(x, W, b, s)
-  # With q = p(z|x) every log-weight equals log p(x), so even a one-sample Monte Carlo ELBO is exact.
+  # With q = p(z|x) every log-weight equals log p(x), so even a one-sample Monte Carlo ELBO is
+  # exact.
   for kl in ("mc", "analytic"):
     terms = ej.elbo(vae, kl=kl, num_samples=1 if kl == "mc" else 20000)(params, x,
                                                                         jax.random.key(4))

@@ -85,7 +85,8 @@ def test_mean_gradient_is_the_exact_elbo_gradient_within_monte_carlo_error(lg_se
 
 
 def test_snr_equals_a_brute_force_loop_over_the_same_draws(lg_setup):
-  """Chunking (37 draws in chunks of 8, the last one padded) and the merged moments change nothing."""
+  """Chunking (37 draws in chunks of 8, the last one padded) and the merged moments change
+  nothing."""
   vae, params, batch, _ = lg_setup
   per_example = ej.iwae(vae, num_samples=3)
   key, num_draws = jax.random.key(2), 37

@@ -1,4 +1,5 @@
-r"""beta on the rate-distortion plane (Higgins et al. 2017; Alemi et al. 2018, Fixing a Broken ELBO).
+r"""beta on the rate-distortion plane (Higgins et al. 2017; Alemi et al. 2018, "Fixing a Broken
+ELBO").
 
 Burda et al.'s one-layer MLP VAE (784-200-200-50 tanh, Bernoulli, N(0, I) prior) trained on the
 beta-ELBO E_q log p(x|z) - beta KL(q(z|x) || p(z)) for beta in {0.1, 0.25, 0.5, 1, 2, 4, 8} and

@@ -9,9 +9,10 @@ does. Cells that differ only in seed train as one vectorised program.
   python -m experiments.ablate --config=configs/ablations/burda_table1.py:short \
       --workdir=runs/burda --config.base.data.path=../shared/data/mnist.pkl.gz
 
-Variants: `smoke` (digits, seconds; the tests; the VAE k=5, IWAE k=5 and DReG columns), `short` (one-layer row, 2 seeds, a schedule that
-fits an hour on a 2-core CPU, K = 5000 on a test subset), default: the paper's schedule (batch 20,
-Adam b1 = 0.99, eps = 1e-4, 3,280 epochs, the whole test set; weeks on a CPU).
+Variants: `smoke` (digits, seconds; the tests; the VAE k=5, IWAE k=5 and DReG columns), `short`
+(one-layer row, 2 seeds, 10 epochs, K = 5000 on the first 1,000 test images), default: the
+paper's schedule (batch 20, Adam b1 = 0.99, eps = 1e-4, 3,280 epochs, the whole test set; weeks on
+a CPU).
 """
 
 from configs import digits_vae, mnist_vae

@@ -110,7 +110,8 @@ class TfdsSplit:
     from tensorflow_datasets.proto import tf_example_pb2
 
     example = tf_example_pb2.Example.FromString(record)
-    return self._decode(Image.open(io.BytesIO(example.features.feature["image"].bytes_list.value[0])))
+    image = example.features.feature["image"].bytes_list.value[0]
+    return self._decode(Image.open(io.BytesIO(image)))
 
   def read(self, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """The images at `rows` (indices into the split): [len(rows), H, W, C]."""
