@@ -52,6 +52,8 @@ from elbo_jax.workdir import restore_params
 _DATA_PATH = flags.DEFINE_string("data_path", "", "mnist.pkl.gz; '' = synthetic data.")
 _COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"],
                                    "accelerator.compute_dtype of the trained model.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 100, "training.batch_size (the global batch; "
+                                   "a multiple of the number of devices).")
 _STEPS = flags.DEFINE_integer("steps", 298, "Steps per timed chunk (configs/mnist_vae.py's "
                               "training.steps_per_call).")
 _WARMUP = flags.DEFINE_integer("warmup_chunks", 3, "Untimed chunks: a fresh process runs its first "
@@ -300,6 +302,10 @@ def main(argv):
   config = mnist_vae.get_config()
   with config.unlocked():
     config.accelerator.compute_dtype = _COMPUTE_DTYPE.value
+    config.training.batch_size = _BATCH_SIZE.value
+  if _BATCH_SIZE.value % jax.device_count():
+    raise app.UsageError(f"--batch_size={_BATCH_SIZE.value} must be a multiple of the "
+                         f"{jax.device_count()} devices")
   dataset = load_data(config)
   trainer = build_trainer([config], dataset)
   state = train.create_train_state(trainer.model, trainer.optimizer(), dataset.train[0],
