@@ -14,9 +14,13 @@ import ml_collections
 from elbo_jax import data, io
 from elbo_jax.registry import ConfigError
 
-# Fields that do not change a run's numbers: a run may be resumed or re-evaluated with them changed.
-NON_IDENTITY_FIELDS = ("training.progress", "accelerator.platform",
-                       "accelerator.replica_parallelism", "eval")
+# Fields that do not change a run's numbers: a run may be resumed or re-evaluated with them changed
+# (on other devices, another number of processes, another coordinator). accelerator.compute_dtype
+# does change them.
+NON_IDENTITY_FIELDS = ("training.progress", "eval", "accelerator.platform",
+                       "accelerator.replica_parallelism", "accelerator.num_devices",
+                       "accelerator.distributed", "accelerator.coordinator_address",
+                       "accelerator.num_processes", "accelerator.process_id")
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -4,6 +4,7 @@ The MNIST and CIFAR configs are pointed at a small synthetic .npz of the right i
 the local-file option, so no test needs downloaded data.
 """
 
+import copy
 import glob
 import importlib
 import os
@@ -12,7 +13,9 @@ import jax
 import numpy as np
 import pytest
 
+from configs import digits_vae
 from elbo_jax import batching, mesh, train
+from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
 from elbo_jax.build import build_trainer
 
@@ -63,3 +66,14 @@ def test_the_paper_variant_uses_burdas_schedule():
   assert (c.training.batch_size, c.training.num_epochs, c.optimizer.b1, c.optimizer.eps) == (
       20, 3280, 0.99, 1e-4)
   assert c.optimizer.schedule == "burda"
+
+
+def test_where_a_run_runs_is_not_part_of_its_identity_but_its_compute_dtype_is():
+  base = config_lib.to_json(digits_vae.get_config())
+  moved = copy.deepcopy(base)
+  moved["accelerator"].update(platform="gpu", num_devices=2, distributed="explicit",
+                              coordinator_address="127.0.0.1:12399", num_processes=2,
+                              process_id=1, replica_parallelism=2)
+  assert config_lib.differences(base, moved) == []
+  moved["accelerator"]["compute_dtype"] = "bfloat16"
+  assert config_lib.differences(base, moved) == ["accelerator.compute_dtype"]
