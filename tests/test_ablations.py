@@ -40,6 +40,7 @@ def _table_rows(table: str) -> dict:
                                      for line in lines)}
 
 
+@pytest.mark.slow
 def test_the_latent_size_smoke_draws_the_bound_against_examples_seen_and_a_2d_manifold(tmp_path):
   rows = sweep.run(latent_size.get_config("smoke"), str(tmp_path))
   _done(rows, ["latents=2", "latents=5"])
@@ -53,6 +54,7 @@ def test_the_latent_size_smoke_draws_the_bound_against_examples_seen_and_a_2d_ma
   assert abs(manifold.shape[0] - manifold.shape[1]) < 0.1 * manifold.shape[1]
 
 
+@pytest.mark.slow
 def test_the_priors_smoke_compares_four_priors_and_shows_the_vamp_pseudo_inputs(tmp_path):
   rows = sweep.run(priors.get_config("smoke"), str(tmp_path))
   _done(rows, priors.PRIORS)
@@ -114,6 +116,7 @@ def test_the_bounds_smoke_trains_six_objectives_and_analyses_the_iwae_gradients(
   _png(tmp_path / "metrics.png")
 
 
+@pytest.mark.slow
 def test_model_figures_draw_one_cell_and_the_snr_rows_are_computed_once_per_options(tmp_path):
   ablation = _one_cell(figures=("samples_and_reconstructions", "gradient_snr"))
   ablation.snr.update({"batch_size": 4, "num_draws": 4, "num_samples": (1, 3),

@@ -31,9 +31,14 @@ def _synthetic_npz(tmp_path, shape):
   return str(path)
 
 
-# The CIFAR-10 conv net takes ~20 s to compile on 2 cores: it runs with the slow tests.
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if "cifar" in n else n
-                                  for n in CONFIGS])
+# The conv nets and the VampPrior take 8-20 s each to compile on 2 cores: they run with the slow
+# tests, the MLP configs in the default suite.
+SLOW_CONFIGS = ("cifar", "conv", "vamp")
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if any(s in n for s in SLOW_CONFIGS) else n
+    for n in CONFIGS])
 def test_config_takes_a_training_step(tmp_path, name):
   config = importlib.import_module(f"configs.{name}").get_config()
   shape = (32, 32, 3) if "cifar" in name else (28, 28, 1)

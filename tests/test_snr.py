@@ -125,6 +125,7 @@ def test_iwae_encoder_snr_falls_with_k_but_dregs_does_not_and_decoder_snr_rises(
     assert mean(e, 100, "generative") > 3 * mean(e, 1, "generative")
 
 
+@pytest.mark.slow
 def test_sweep_rows_do_not_depend_on_chunking_and_plot_to_a_png(lg_setup, tmp_path):
   vae, params, batch, _ = lg_setup
   key, num_draws = jax.random.key(5), 20

@@ -41,6 +41,7 @@ def test_test_set_elbo_curves_are_logged_every_epoch_on_request(tmp_path):
   assert records[-1]["test/elbo"] > records[0]["test/elbo"]
 
 
+@pytest.mark.slow
 def test_two_dimensional_latents_get_a_manifold_plot(tmp_path):
   results = train_and_evaluate(tiny_config(**{"model.latent_dim": 2,
                                               "training.num_epochs": 1}), str(tmp_path))
@@ -54,6 +55,7 @@ def _final_state(workdir):
   return step, manager.restore(step, args=ocp.args.StandardRestore())
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_to_bitwise_identical_parameters(tmp_path):
   epochs = 12
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")

@@ -63,6 +63,7 @@ def test_the_corrected_command_trains_in_the_workdir_of_a_refused_one(tmp_path):
   assert os.path.exists(os.path.join(run, "results.json"))
 
 
+@pytest.mark.slow
 def test_a_workdir_without_progress_is_taken_over_by_a_new_config(tmp_path):
   # A learning rate of 1e6 diverges at step 2, before the first checkpoint.
   with pytest.raises(DivergenceError):
@@ -108,6 +109,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_afresh_with_clean_metri
   assert train_metrics(killed) == train_metrics(straight)
 
 
+@pytest.mark.slow
 def test_checkpoint_every_seconds_saves_by_wall_time_without_changing_the_numbers(tmp_path,
                                                                                   monkeypatch):
   saved = []
@@ -160,6 +162,7 @@ def _pid_holding(path):
   return int(text.split()[1]) if text.startswith("process ") else None
 
 
+@pytest.mark.slow
 def test_a_second_process_in_a_busy_workdir_is_refused_and_the_first_finishes_cleanly(tmp_path):
   run = str(tmp_path / "run")
   processes = []
@@ -190,6 +193,7 @@ def test_a_second_process_in_a_busy_workdir_is_refused_and_the_first_finishes_cl
   assert io.read_json(os.path.join(run, "results.json"))["test"]["num_examples"] == 30
 
 
+@pytest.mark.slow
 def test_a_run_killed_while_holding_the_lock_leaves_the_workdir_free_to_resume(tmp_path):
   run = str(tmp_path / "run")
   proc = subprocess.Popen(train_command(run, 60), cwd=REPO, stdout=subprocess.DEVNULL,
