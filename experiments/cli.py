@@ -25,12 +25,21 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:  # a value of the wrong type, an unknown or missing flag
-    exit_with_error(str(e))
+    exit_with_error(_without_traceback(str(e)))
   except (AttributeError, KeyError):
     message = _unknown_field(argv)
     if message is None:
       raise
     exit_with_error(message)
+
+
+def _without_traceback(message: str) -> str:
+  """A flag error without the traceback ml_collections folds into it when a config file's
+  get_config raises (e.g. an unknown variant): the flag, then the exception's own message."""
+  flag, sep, trace = message.partition("Error whilst parsing config file:")
+  if not sep or "Traceback" not in trace:
+    return message
+  return flag + re.sub(r"^[\w.]+: ", "", trace.strip().splitlines()[-1])
 
 
 def _unknown_field(argv: list[str]) -> str | None:

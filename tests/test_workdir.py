@@ -142,6 +142,10 @@ def test_checkpoint_every_seconds_saves_by_wall_time_without_changing_the_number
     ("train", ["--config.training.batch_size=abc"],
      "flag --config.training.batch_size=abc: invalid literal for int()"),
     ("train", ["--workdir=README.md"], "--workdir='README.md' is an existing file"),
+    # get_config raising: its message, without the traceback ml_collections folds in.
+    ("train", ["--config=configs/mnist_vae.py:foo"],
+     "flag --config=configs/mnist_vae.py:foo: configs/mnist_vae.py: unknown variant 'foo'; "
+     "allowed: paper, runlocal"),
     ("evaluate", ["--workdir=README.md"], "--workdir='README.md' is an existing file"),
     ("evaluate", ["--workdir=runs/none", "--num_samples=abc"], "flag --num_samples=abc: "),
 ])
