@@ -9,15 +9,15 @@
 from elbo_jax import distributions, likelihoods, models, posteriors, priors
 from elbo_jax.evaluation import importance_log_likelihood
 from elbo_jax.objectives import (
-                                 batched,
-                                 beta_elbo,
-                                 ciwae,
-                                 elbo,
-                                 iwae,
-                                 kl_weight,
-                                 miwae,
-                                 piwae,
-                                 reduce_loss,
+    batched,
+    beta_elbo,
+    ciwae,
+    elbo,
+    iwae,
+    kl_weight,
+    miwae,
+    piwae,
+    reduce_loss,
 )
 from elbo_jax.registry import ConfigError
 from elbo_jax.vae import VAE

@@ -14,6 +14,8 @@ import ml_collections
 from elbo_jax import data, io
 from elbo_jax.registry import ConfigError
 
+CONFIG_FILE = "config.json"  # a run's resolved config, in its workdir
+
 # Fields that do not change a run's numbers: a run may be resumed or re-evaluated with them changed
 # (on other devices, another number of processes, another coordinator). accelerator.compute_dtype
 # does change them.
@@ -165,9 +167,15 @@ def differences(a: dict, b: dict, ignore=NON_IDENTITY_FIELDS) -> list[str]:
   return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
 
 
+def read_saved(workdir: str) -> dict | None:
+  """workdir/config.json (JSON, `with_defaults`), or None where there is none."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  return with_defaults(io.read_json(path)) if os.path.exists(path) else None
+
+
 def load(workdir: str) -> ml_collections.ConfigDict:
   """The resolved config a workdir was run with, locked."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise ConfigError(f"--workdir={workdir!r} holds no run (no config.json)")
-  return from_json(with_defaults(io.read_json(path)))
+  saved = read_saved(workdir)
+  if saved is None:
+    raise ConfigError(f"--workdir={workdir!r} holds no run (no {CONFIG_FILE})")
+  return from_json(saved)

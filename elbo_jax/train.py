@@ -468,7 +468,7 @@ def evaluate_workdir(workdir: str, eval_overrides: dict | None = None) -> dict:
     # This machine's devices, whatever the run was trained on.
     mesh = mesh_lib.make_mesh(mesh_lib.select_devices(config.accelerator.platform))
     dataset = data_lib.load(config.data)
-    trainer, params = restore_run(path, config, dataset)
+    _, params = restore_run(path, config, dataset)
     return report.evaluate_run(path, config, dataset, params,
                                progress=config.training.progress, mesh=mesh)
   finally:

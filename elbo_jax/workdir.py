@@ -117,11 +117,10 @@ def has_progress(workdir: str) -> bool:
 
 def check_config_matches(workdir: str, config) -> None:
   """Refuses (ConfigError) a workdir that holds progress of a different config."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path) or not has_progress(workdir):
+  saved = config_lib.read_saved(workdir) if has_progress(workdir) else None
+  if saved is None:
     return
-  differing = config_lib.differences(config_lib.with_defaults(io.read_json(path)),
-                                     config_lib.to_json(config))
+  differing = config_lib.differences(saved, config_lib.to_json(config))
   if differing:
     raise ConfigError(f"--workdir={workdir!r} holds a run of a different config (differs in: "
                       f"{', '.join(differing)}); use a new --workdir")
@@ -144,11 +143,10 @@ class Run:
       check_config_matches(self.workdir, config)
       if self.primary:
         resolved = config_lib.to_json(config)
-        config_path = os.path.join(self.workdir, "config.json")
-        if not os.path.exists(config_path) or config_lib.differences(
-            config_lib.with_defaults(io.read_json(config_path)), resolved):
+        saved = config_lib.read_saved(self.workdir)
+        if saved is None or config_lib.differences(saved, resolved):
           # No progress yet (checked above): a different config takes the workdir over.
-          io.write_json_atomic(config_path, resolved)
+          io.write_json_atomic(os.path.join(self.workdir, config_lib.CONFIG_FILE), resolved)
         io.write_json_atomic(os.path.join(self.workdir, "run_info.json"), provenance(config))
       self.manager = _checkpoint_manager(self.workdir)
     except BaseException:

@@ -1,10 +1,10 @@
 """Readers that turn a data source into raw splits {"train", ["validation",] "test"}: [N, H, W, C].
 
-Raw arrays are uint8 grey levels 0..255 or float32 in [0, 1] (TFDS splits are `TfdsSplit`s, decoded
-for the rows asked for); `elbo_jax.data` preprocesses and
-splits them. Each reader returns (raw splits, extra provenance for `Dataset.info`) and raises a
-one-line `ConfigError` naming the config field to change. Nothing here writes files, except TFDS
-itself when `data.download` is on (it prepares into a temporary directory and renames at the end).
+Raw arrays are uint8 grey levels 0..255 or float32 in [0, 1] (TFDS splits are `TfdsSplit`s,
+decoded for the rows asked for); `elbo_jax.data` preprocesses and splits them. Each reader
+returns (raw splits, extra provenance for `Dataset.info`) and raises a one-line `ConfigError`
+naming the config field to change. Nothing here writes files, except TFDS itself when
+`data.download` is on (it prepares into a temporary directory and renames at the end).
 """
 
 from __future__ import annotations
