@@ -29,6 +29,7 @@ from elbo_jax.metrics import read_metrics
 from elbo_jax.workdir import RESULTS_FILE
 
 EVAL_DTYPE = "float32"
+NUM_SAMPLES = 64  # prior samples in samples.png
 
 
 def eval_model(config, dataset):
@@ -107,10 +108,15 @@ def reconstruct(model, params, x, key):
   return decode_mean(model, params, z)
 
 
-def write_figures(workdir, model, params, test, key, progress_records):
-  sample_key, recon_key = jax.random.split(key)
+def figure_keys(config):
+  """The (prior samples, reconstructions) keys of a run's figures, fixed by `eval.seed`."""
+  return jax.random.split(jax.random.key(config.eval.seed + 1))
+
+
+def write_figures(workdir, model, params, test, keys, progress_records):
+  sample_key, recon_key = keys
   paths = {
-      "samples": plots.image_grid(sample_prior(model, params, sample_key, 64),
+      "samples": plots.image_grid(sample_prior(model, params, sample_key, NUM_SAMPLES),
                                   os.path.join(workdir, "samples.png"),
                                   title="samples from the prior"),
       "reconstructions": plots.reconstructions(
@@ -174,7 +180,7 @@ def evaluate_run(workdir, config, dataset, params, progress: bool = True, mesh=N
   workdir = os.path.abspath(workdir)
   if not mesh_lib.is_primary():  # process 0 writes the files
     return {"data": dataset.info, "test": test_results}
-  figures = write_figures(workdir, model, params, test, jax.random.key(config.eval.seed + 1),
+  figures = write_figures(workdir, model, params, test, figure_keys(config),
                           read_metrics(workdir))
   results = {"data": dataset.info, "test": test_results, "figures": figures,
              "objective": config_lib.to_json(config.objective)}

@@ -18,7 +18,7 @@ import numpy as np
 
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
-from elbo_jax import io, train
+from elbo_jax import io, report, train
 from elbo_jax.registry import Registry
 
 FIGURES: Registry = Registry("ablation figures")
@@ -62,7 +62,8 @@ def first_seeds(specs, keep: Callable | None = None) -> list:
 
 @dataclasses.dataclass(frozen=True)
 class TrainedRun:
-  """A finished run, loaded: its RunSpec, data set, protocol model and latest parameters."""
+  """A finished run, loaded: its RunSpec, data set, evaluation model (`report.eval_model`, as the
+  run's own figures use) and latest parameters."""
 
   spec: Any
   dataset: Any
@@ -81,5 +82,5 @@ def load_runs(specs) -> Iterator[TrainedRun]:
     key = io.json_line(config_lib.to_json(spec.config.data))
     if key != loaded:
       loaded, dataset = key, data_lib.load(spec.config.data)
-    trainer, params = train.restore_run(spec.workdir, spec.config, dataset)
-    yield TrainedRun(spec, dataset, trainer.model, params)
+    _, params = train.restore_run(spec.workdir, spec.config, dataset)
+    yield TrainedRun(spec, dataset, report.eval_model(spec.config, dataset), params)

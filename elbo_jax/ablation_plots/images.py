@@ -15,8 +15,6 @@ from elbo_jax import plots, report
 from elbo_jax.ablation_plots.base import first_seeds, load_runs, register
 from elbo_jax.registry import ConfigError
 
-# The samples of each run's samples.png: as many, drawn with the same key (`_keys`).
-NUM_SAMPLES = 64
 NUM_PSEUDO_INPUTS = 100  # of the VampPrior's K, shown as images
 NUM_RECONSTRUCTIONS = 8
 
@@ -27,11 +25,6 @@ def _show(ax, grid: np.ndarray, title: str) -> None:
             interpolation="nearest")
   ax.set_title(title, fontsize="small")
   ax.set_axis_off()
-
-
-def _keys(run):
-  """The fixed (sample, reconstruction) keys of `report.evaluate_run`'s figures."""
-  return jax.random.split(jax.random.key(run.spec.config.eval.seed + 1))
 
 
 def _pseudo_inputs(run) -> np.ndarray:
@@ -46,7 +39,9 @@ def prior_samples(ablation, rows, specs, workdir) -> str | None:
   del rows
   panels = []
   for run in load_runs(first_seeds(specs)):
-    samples = report.sample_prior(run.model, run.params, _keys(run)[0], NUM_SAMPLES)
+    # The samples of the run's own samples.png: as many, with the same key.
+    sample_key, _ = report.figure_keys(run.spec.config)
+    samples = report.sample_prior(run.model, run.params, sample_key, report.NUM_SAMPLES)
     panels.append((run.spec.cell.name, samples))
     if getattr(getattr(run.model, "prior", None), "mixes_posterior", False):
       u = _pseudo_inputs(run)
@@ -74,10 +69,10 @@ def samples_and_reconstructions(ablation, rows, specs, workdir) -> str | None:
   fig = Figure(figsize=(2.3 * len(chosen), 3.6), layout="constrained")
   axes = fig.subplots(2, len(chosen), squeeze=False, height_ratios=(4, 1.1))
   for (top, bottom), run in zip(axes.T, load_runs(chosen)):
-    sample_key, recon_key = _keys(run)
+    sample_key, recon_key = report.figure_keys(run.spec.config)
     test = report.eval_data(run.dataset, run.dataset.test,
                             jax.random.key(run.spec.config.eval.seed))[:NUM_RECONSTRUCTIONS]
-    samples = report.sample_prior(run.model, run.params, sample_key, NUM_SAMPLES)
+    samples = report.sample_prior(run.model, run.params, sample_key, report.NUM_SAMPLES)
     _show(top, plots.tile(samples), run.spec.cell.name)
     recons = report.reconstruct(run.model, run.params, test, recon_key)
     _show(bottom, plots.reconstruction_grid(report.as_images(run.model, test), recons),
