@@ -16,7 +16,7 @@ fields (10 test images, 200 draws: about 2 minutes); rows in snr.csv.
       --workdir=runs/bounds --config.base.data.path=../shared/data/mnist.pkl.gz
 
 Variants: `smoke` (digits, 4 samples per example, one seed, an SNR sweep over K in {1, 10} with
-10 draws; the tests), `short` (MNIST, 9 epochs, one seed, K = 5000 on the first 1,000 test
+10 draws; the tests), `short` (MNIST, 5 epochs, one seed, K = 5000 on the first 1,000 test
 images), `paper` (the default: configs/mnist_vae.py's 450-epoch schedule, K = 5000 on all 10,000;
 about 37 hours of training on 2 CPU cores; not the papers' own schedules).
 

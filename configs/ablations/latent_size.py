@@ -6,7 +6,7 @@ Their MNIST model: an MLP encoder and decoder of one hidden layer of 500 tanh un
 decoder, minibatches of 100, one sample per example, Adagrad, curves up to 10^8 examples. Here:
 the same networks and batch on dynamically binarised MNIST (Burda split, 59,600 / 400 / 10,000)
 with Adam at a constant learning rate of 1e-3 (elbo_jax has no Adagrad; a constant rate keeps the
-curves' shape about the model, not a schedule), so the short run's curves are the first 7 million
+curves' shape about the model, not a schedule), so the short run's curves are the first 3.6 million
 examples of the paper variant's. The test ELBO is logged after every epoch on the first
 `eval.curve_num_test` test images (one sample each), the training ELBO every 298 steps (the mean
 over those steps); `elbo_vs_examples` draws both on a log axis, `latent_manifold` decodes the
@@ -15,8 +15,8 @@ over those steps); `elbo_vs_examples` draws both on a log axis, `latent_manifold
   python -m experiments.ablate --config=configs/ablations/latent_size.py:short \
       --workdir=runs/latent_size --config.base.data.path=../shared/data/mnist.pkl.gz
 
-Variants: `smoke` (digits, latent sizes 2 and 5, seconds; the tests), `short` (MNIST, 120 epochs
-= 7.2 million examples, one seed, test curve on the first 1,000 test images, K = 5000 on the
+Variants: `smoke` (digits, latent sizes 2 and 5, seconds; the tests), `short` (MNIST, 60 epochs
+= 3.6 million examples, one seed, test curve on the first 1,000 test images, K = 5000 on the
 first 1,000), `paper` (the default: 1,678 epochs = 10^8 examples, the test curve and K = 5000 on
 all 10,000 test images).
 

@@ -10,7 +10,7 @@ it compares (nats; bits/dim for the 8-bit ones) and says under it which rows com
   python -m experiments.ablate --config=configs/ablations/likelihoods.py:short \
       --workdir=runs/likelihoods --config.base.data.path=../shared/data/mnist.pkl.gz
 
-Variants: `smoke` (digits, one seed, seconds; the tests), `short` (MNIST, 8 epochs, one seed,
+Variants: `smoke` (digits, one seed, seconds; the tests), `short` (MNIST, 5 epochs, one seed,
 K = 1000 on the first 200 test images), `paper` (the default: configs/mnist_vae.py's 450-epoch
 schedule, K = 5000 on all 10,000 test images; the categorical alone then takes about 34 hours to
 train and 15 to evaluate on 2 CPU cores).

@@ -9,7 +9,7 @@ the same images, log p(x) - ELBO = E_x KL(q(z|x) || p(z|x)), which a richer q sh
   python -m experiments.ablate --config=configs/ablations/posteriors.py:short \
       --workdir=runs/posteriors --config.base.data.path=../shared/data/mnist.pkl.gz
 
-Variants: `smoke` (digits, one seed, seconds; the tests), `short` (MNIST, 70 epochs, 2 seeds
+Variants: `smoke` (digits, one seed, seconds; the tests), `short` (MNIST, 40 epochs, 2 seeds
 trained as one vectorised program per family, K = 5000 on the first 1,000 test images), `paper`
 (the default: configs/mnist_vae.py's 450-epoch schedule, 3 seeds, K = 5000 on all 10,000).
 

@@ -10,8 +10,8 @@ shows decoded samples from each prior beside the VampPrior's learned pseudo-inpu
   python -m experiments.ablate --config=configs/ablations/priors.py:short \
       --workdir=runs/priors --config.base.data.path=../shared/data/mnist.pkl.gz
 
-Variants: `smoke` (digits, one seed, seconds; the tests), `short` (MNIST, 70 epochs with the
-warm-up over the first 35, one seed, K = 5000 on the first 500 test images), `paper` (the
+Variants: `smoke` (digits, one seed, seconds; the tests), `short` (MNIST, 40 epochs with the
+warm-up over the first 20, one seed, K = 5000 on the first 500 test images), `paper` (the
 default: mnist_vamp's 200 epochs with the warm-up over 100, K = 5000 on all 10,000 test images;
 a fixed schedule, where the paper stopped early on the validation set).
 
