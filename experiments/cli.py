@@ -20,17 +20,45 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing for `app.run(main, flags_parser=parse_flags)`, bad flags as one line.
 
   ml_collections applies --config.<field> overrides while absl parses, before `main` runs, and an
-  unknown field there escapes as an AttributeError with a long stack trace.
+  unknown field there escapes as an AttributeError with a long stack trace; a config file that
+  cannot be read surfaces only when the config is first used.
   """
   try:
-    return flags.FLAGS(argv)
+    remaining = flags.FLAGS(argv)
   except flags.Error as e:  # a value of the wrong type, an unknown or missing flag
     exit_with_error(_without_traceback(str(e)))
-  except (AttributeError, KeyError):
-    message = _unknown_field(argv)
+  except (AttributeError, KeyError, OSError):
+    message = _unloadable_config() or _unknown_field(argv)
     if message is None:
       raise
     exit_with_error(message)
+  message = _unloadable_config()
+  if message is not None:
+    exit_with_error(message)
+  return remaining
+
+
+def _unloadable_config() -> str | None:
+  """The error for a config file that could not be read (e.g. a wrong path), or None.
+
+  ml_collections defers that error until the config is first read, deep inside the script.
+  """
+  for name in flags.FLAGS:
+    flag = flags.FLAGS[name]
+    if (type(flag.parser).__module__.startswith("ml_collections")
+        and _load_error(flag.value) is not None):
+      return _unreadable(name, flag.value, flag.serialize().partition("=")[2])
+  return None
+
+
+def _load_error(config) -> OSError | None:
+  """What ml_collections met reading a config file, if `config` is the placeholder it leaves."""
+  error = getattr(config, "_error", None)  # a ConfigDict has no such attribute
+  return error if isinstance(error, OSError) else None
+
+
+def _unreadable(name: str, config, path: str) -> str:
+  return f"--{name}={path}: {str(_load_error(config)).splitlines()[-1].strip()}"
 
 
 def _without_traceback(message: str) -> str:
@@ -53,6 +81,8 @@ def _unknown_field(argv: list[str]) -> str | None:
     given = [m[1] if m[1] is not None else argv[i + 1] for i, arg in enumerate(argv)
              if (m := re.fullmatch(rf"--?{name}(?:=(.*))?", arg))]
     config = flags.FLAGS[name].parser.parse(given[-1])
+    if _load_error(config) is not None:
+      return _unreadable(name, config, given[-1])
     fields = sorted(config_lib.flatten(config.to_dict()))
     if path in fields or path in config:
       continue

@@ -146,6 +146,11 @@ def test_checkpoint_every_seconds_saves_by_wall_time_without_changing_the_number
     ("train", ["--config=configs/mnist_vae.py:foo"],
      "flag --config=configs/mnist_vae.py:foo: configs/mnist_vae.py: unknown variant 'foo'; "
      "allowed: paper, runlocal"),
+    # A config file that does not exist: named at once, not when the config is first read.
+    ("train", ["--config=configs/nonexist.py"],
+     "--config=configs/nonexist.py: [Errno 2] No such file or directory: 'configs/nonexist.py'"),
+    ("train", ["--config=configs/nonexist.py", "--config.prior.name=vamp"],
+     "--config=configs/nonexist.py: [Errno 2] No such file or directory"),
     ("evaluate", ["--workdir=README.md"], "--workdir='README.md' is an existing file"),
     ("evaluate", ["--workdir=runs/none", "--num_samples=abc"], "flag --num_samples=abc: "),
 ])
