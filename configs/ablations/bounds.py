@@ -80,7 +80,7 @@ def get_config(arg=None):
     c.axes = (objectives(8, 8),)
     if arg == "short":
       with c.base.unlocked():
-        c.base.training.num_epochs = 5
+        c.base.training.num_epochs = 3
         c.base.eval.num_test = 1000
   else:
     raise ValueError(f"configs/ablations/bounds.py: unknown variant {arg!r}; "

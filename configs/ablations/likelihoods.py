@@ -92,7 +92,7 @@ def get_config(arg=None):
       c.base.eval.chunk_size = 200
     if arg == "short":
       with c.base.unlocked():
-        c.base.training.num_epochs = 5
+        c.base.training.num_epochs = 3
         c.base.eval.num_samples = 1000
         c.base.eval.num_test = 200
   else:

@@ -60,7 +60,7 @@ def get_config(arg=None):
     c.seeds = (0, 1, 2)
     if arg == "short":
       with c.base.unlocked():
-        c.base.training.num_epochs = 40
+        c.base.training.num_epochs = 25
         c.base.eval.num_test = 1000
       c.seeds = (0, 1)
   else:

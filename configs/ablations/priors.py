@@ -59,8 +59,8 @@ def get_config(arg=None):
     c.base = mnist_vamp.get_config()
     if arg == "short":
       with c.base.unlocked():
-        c.base.training.num_epochs = 40
-        c.base.objective.warmup_epochs = 20
+        c.base.training.num_epochs = 25
+        c.base.objective.warmup_epochs = 12
         c.base.eval.num_test = 500
   else:
     raise ValueError(f"configs/ablations/priors.py: unknown variant {arg!r}; "
