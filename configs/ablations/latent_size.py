@@ -60,7 +60,7 @@ def get_config(arg=None):
       c.base.optimizer.schedule = "constant"
       c.base.optimizer.learning_rate = 1e-3
       if arg == "short":
-        c.base.training.num_epochs = 40
+        c.base.training.num_epochs = 20
         c.base.eval.num_test = 1000
         c.base.eval.curve_num_test = 1000
       else:

@@ -92,9 +92,9 @@ def get_config(arg=None):
       c.base.eval.chunk_size = 200
     if arg == "short":
       with c.base.unlocked():
-        c.base.training.num_epochs = 3
+        c.base.training.num_epochs = 2
         c.base.eval.num_samples = 1000
-        c.base.eval.num_test = 200
+        c.base.eval.num_test = 100
   else:
     raise ValueError(f"configs/ablations/likelihoods.py: unknown variant {arg!r}; "
                      "allowed: smoke, short, paper")

@@ -60,8 +60,8 @@ def get_config(arg=None):
     c.seeds = (0, 1, 2)
     if arg == "short":
       with c.base.unlocked():
-        c.base.training.num_epochs = 25
-        c.base.eval.num_test = 1000
+        c.base.training.num_epochs = 12
+        c.base.eval.num_test = 500
       c.seeds = (0, 1)
   else:
     raise ValueError(f"configs/ablations/posteriors.py: unknown variant {arg!r}; "

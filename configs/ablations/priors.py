@@ -59,9 +59,9 @@ def get_config(arg=None):
     c.base = mnist_vamp.get_config()
     if arg == "short":
       with c.base.unlocked():
-        c.base.training.num_epochs = 25
-        c.base.objective.warmup_epochs = 12
-        c.base.eval.num_test = 500
+        c.base.training.num_epochs = 12
+        c.base.objective.warmup_epochs = 6
+        c.base.eval.num_test = 300
   else:
     raise ValueError(f"configs/ablations/priors.py: unknown variant {arg!r}; "
                      "allowed: smoke, short, paper")
