@@ -16,16 +16,14 @@ fields (10 test images, 200 draws: about 2 minutes); rows in snr.csv.
       --workdir=runs/bounds --config.base.data.path=../shared/data/mnist.pkl.gz
 
 Variants: `smoke` (digits, 4 samples per example, one seed, an SNR sweep over K in {1, 10} with
-10 draws; the tests), `short` (MNIST, 5 epochs, one seed, K = 5000 on the first 1,000 test
+10 draws; the tests), `short` (MNIST, 3 epochs, one seed, K = 5000 on the first 1,000 test
 images), `paper` (the default: configs/mnist_vae.py's 450-epoch schedule, K = 5000 on all 10,000;
 about 37 hours of training on 2 CPU cores; not the papers' own schedules).
 
-Short wall time, estimated at about 49 minutes from timings on this 2-core CPU while another job
-shared it (the Burda base model ran at 200-220 steps/s there, 322 on a quiet machine): training
-epochs of 46-56 s per objective at 64 samples per example (DReG 56 s, PIWAE 50 s, the others
-46-50 s), 294 s for the six, 9 epochs = 44 min; the K = 5000 log-likelihood of 1,000 images,
-0.014 s each, 1.4 min for the six; the SNR sweep about 2 min (100 draws took 81 s, compilation of
-the 21 programs included); compilation, data and figures about a minute.
+Short wall time, measured on 2026-12-03 on a 2-core CPU with about a quarter of its time stolen
+by the host (5-7 training steps/s at 64 samples per example): 37.6 minutes, of which 32.1 for the
+six runs' training and evaluation (4.4-6.3 minutes each, DReG the slowest) and about 5 for the
+SNR sweep of 21 estimator x K programs with 200 draws each.
 """
 
 from configs import digits_vae, mnist_vae
