@@ -4,6 +4,7 @@ every variant's cells resolve to valid runs; the figures' helpers and option che
 
 import csv
 import importlib
+import math
 import os
 import re
 
@@ -13,6 +14,7 @@ from matplotlib import image
 
 from configs.ablations import bounds, latent_size, likelihoods, posteriors, priors
 from elbo_jax import ablation_plots, io, sweep, tables
+from elbo_jax.ablation_plots.bars import value_limits
 from elbo_jax.ablation_plots.curves import examples_seen
 from elbo_jax.registry import ConfigError
 from tests.conftest import tiny_config
@@ -254,3 +256,12 @@ def test_examples_seen_is_the_step_times_the_batch_size_where_the_metric_was_log
   x, y = examples_seen(records, "train/elbo", 20)
   np.testing.assert_array_equal(x, [280, 560])  # the non-finite value is left out
   assert examples_seen(records, "eval/elbo", 100)[0].size == 0
+
+
+def test_the_bar_figures_y_range_shows_every_seed_and_published_number_not_only_the_means():
+  # Two seeds far apart (27 and 41, mean 34) beside a tight cell: the range must hold both dots.
+  values = [np.array([27.0, 41.0]), np.array([50.0, 50.0]), np.array([math.nan])]
+  low, high = value_limits(values, published=[55.0])
+  assert low < 27.0 and high > 55.0
+  assert value_limits([np.array([3.0])], published=[]) == (2.0, 4.0)  # one value: padded by 1
+  assert value_limits([np.array([math.nan])], published=[]) is None

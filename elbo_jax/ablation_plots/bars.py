@@ -36,16 +36,26 @@ def metric_bars(ablation, rows, specs, workdir) -> str:
     if paper:
       ax.plot(*zip(*paper), "x", color="C3", ms=9, mew=2, label="published")
       ax.legend(fontsize="small")
-    finite = [m for m in means if math.isfinite(m)] + [p for _, p in paper]
-    if finite:  # bars start at the data, not at zero: the differences are what matter
-      low, high = min(finite), max(finite)
-      pad = 0.15 * (high - low) or 1.0
-      ax.set_ylim(low - pad, high + pad)
+    limits = value_limits(values, [p for _, p in paper])
+    if limits:  # bars start at the data, not at zero: the differences are what matter
+      ax.set_ylim(*limits)
     ax.set_ylabel(METRICS.get(metric).label)
     ax.set_xticks(x, cells, rotation=30, ha="right", fontsize="small")
     ax.grid(alpha=0.3, axis="y")
   fig.suptitle(f"{ablation.name}: mean over seeds (bars), seeds (dots)")
   return save_figure(fig, os.path.join(workdir, "metrics.png"))
+
+
+def value_limits(values, published) -> tuple[float, float] | None:
+  """The y-range that shows every seed's dot and published cross, padded by 15%; None if there
+  is nothing finite to show. values: per cell, an array over seeds."""
+  finite = [float(v) for vs in values for v in vs if math.isfinite(v)]
+  finite += [float(p) for p in published if math.isfinite(p)]
+  if not finite:
+    return None
+  low, high = min(finite), max(finite)
+  pad = 0.15 * (high - low) or 1.0
+  return low - pad, high + pad
 
 
 def _beta(cell) -> float:
