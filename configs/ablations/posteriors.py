@@ -9,16 +9,14 @@ the same images, log p(x) - ELBO = E_x KL(q(z|x) || p(z|x)), which a richer q sh
   python -m experiments.ablate --config=configs/ablations/posteriors.py:short \
       --workdir=runs/posteriors --config.base.data.path=../shared/data/mnist.pkl.gz
 
-Variants: `smoke` (digits, one seed, seconds; the tests), `short` (MNIST, 40 epochs, 2 seeds
-trained as one vectorised program per family, K = 5000 on the first 1,000 test images), `paper`
+Variants: `smoke` (digits, one seed, seconds; the tests), `short` (MNIST, 12 epochs, 2 seeds
+trained as one vectorised program per family, K = 5000 on the first 500 test images), `paper`
 (the default: configs/mnist_vae.py's 450-epoch schedule, 3 seeds, K = 5000 on all 10,000).
 
-Short wall time, estimated at about 47 minutes from timings on this 2-core CPU while another job
-shared it (the Burda base model ran at 200-220 steps/s there, 322 on a quiet machine): training
-epochs of 2.7 s (diagonal), 3.6 s (full), 4.2 s (16 planar steps), 5.1 s (IAF) and, not timed,
-about 3 s (4 planar steps), twice that for two seeds, 70 epochs = 43 min; the K = 5000
-log-likelihood of 1,000 images for ten runs, 0.013-0.015 s per image (0.031 s for the IAF),
-3 min; compilation, data and figures about a minute.
+Short wall time, measured on 2026-12-03 on a 2-core CPU with about a quarter of its time stolen
+by the host: 18.7 minutes, training and evaluation of both seeds together taking 1.9 min for the
+diagonal Gaussian, 3.0 for the full one, 2.4 and 3.6 for 4 and 16 planar steps and 7.6 for the
+IAF (whose K = 5000 log-likelihood runs at about half the others' 35-45 images/s).
 """
 
 from configs import digits_vae, mnist_vae
