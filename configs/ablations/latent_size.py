@@ -15,17 +15,14 @@ over those steps); `elbo_vs_examples` draws both on a log axis, `latent_manifold
   python -m experiments.ablate --config=configs/ablations/latent_size.py:short \
       --workdir=runs/latent_size --config.base.data.path=../shared/data/mnist.pkl.gz
 
-Variants: `smoke` (digits, latent sizes 2 and 5, seconds; the tests), `short` (MNIST, 60 epochs
-= 3.6 million examples, one seed, test curve on the first 1,000 test images, K = 5000 on the
+Variants: `smoke` (digits, latent sizes 2 and 5, seconds; the tests), `short` (MNIST, 20 epochs
+= 1.2 million examples, one seed, test curve on the first 1,000 test images, K = 5000 on the
 first 1,000), `paper` (the default: 1,678 epochs = 10^8 examples, the test curve and K = 5000 on
 all 10,000 test images).
 
-Short wall time, estimated at about 48 minutes from timings on this 2-core CPU while another job
-shared it (the Burda base model ran at 200-220 steps/s there, 322 on a quiet machine): training
-epochs of 3.5 s (2 latents; sizes 3 to 20 taken as the same) and 4.1 s (200 latents), 120 epochs
-of six models = 43 min; the per-epoch ELBO on 400 validation and 1,000 test images, about 0.1 s a
-model, 1.5 min; the K = 5000 log-likelihood of 1,000 images, 0.018-0.024 s each, 2 min;
-compilation, data and figures about a minute.
+Short wall time, measured on 2026-12-03 on a 2-core CPU with about a quarter of its time stolen
+by the host: 11.4 minutes, 1.4-2.2 minutes per latent size for training, the per-epoch test
+curve and evaluation (the first two shared the CPU with a two-minute test run).
 """
 
 from configs import digits_vae, mnist_vae
