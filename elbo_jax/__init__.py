@@ -21,10 +21,10 @@ from elbo_jax.objectives import (
 )
 from elbo_jax.registry import ConfigError
 from elbo_jax.vae import VAE
+from elbo_jax.version import __version__
 
 __all__ = [
     "VAE", "ConfigError", "batched", "beta_elbo", "ciwae", "distributions", "elbo",
     "importance_log_likelihood", "iwae", "kl_weight", "likelihoods", "miwae", "models", "piwae",
     "posteriors", "priors", "reduce_loss",
 ]
-__version__ = "0.1.0"

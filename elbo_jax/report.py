@@ -26,7 +26,8 @@ from elbo_jax import evaluation, io, objectives, plots
 from elbo_jax import mesh as mesh_lib
 from elbo_jax.build import build_model
 from elbo_jax.metrics import read_metrics
-from elbo_jax.workdir import RESULTS_FILE
+from elbo_jax.version import __version__
+from elbo_jax.workdir import RESULTS_FILE, git_commit
 
 EVAL_DTYPE = "float32"
 NUM_SAMPLES = 64  # prior samples in samples.png
@@ -183,6 +184,7 @@ def evaluate_run(workdir, config, dataset, params, progress: bool = True, mesh=N
   figures = write_figures(workdir, model, params, test, figure_keys(config),
                           read_metrics(workdir))
   results = {"data": dataset.info, "test": test_results, "figures": figures,
-             "objective": config_lib.to_json(config.objective)}
+             "objective": config_lib.to_json(config.objective),
+             "code": {"elbo_jax_version": __version__, "git_commit": git_commit()}}
   io.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
   return results

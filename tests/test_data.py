@@ -104,8 +104,29 @@ def test_local_pickle_round_trip(tmp_path):
   np.testing.assert_array_equal(dataset.validation[..., 0], validation)
   np.testing.assert_array_equal(dataset.test[..., 0], test)
   floats = data.load(_config(path=str(path), preprocessing="float"))  # source "auto" -> local
-  np.testing.assert_array_equal(floats.test[..., 0], test / np.float32(256))
+  np.testing.assert_array_equal(floats.test[..., 0], test / np.float32(255))
   assert floats.info["source"] == "local" and floats.info["name"] == "mnist.pkl.gz"
+
+
+def test_pickle_stored_as_pixel_over_256_loads_as_pixel_over_255(tmp_path):
+  # deeplearning.net's mnist.pkl.gz stores pixel / 256 (max 255/256); used unchanged as Bernoulli
+  # means a saturated pixel would be off once in 256 draws. Burda et al.'s code and TFDS use /255.
+  path = tmp_path / "mnist.pkl.gz"
+  train, _, test = _write_pickle(path)
+  for preprocessing in ("dynamic_binarization", "float"):
+    dataset = data.load(_config(path=str(path), preprocessing=preprocessing))
+    np.testing.assert_array_equal(dataset.test[..., 0], test / np.float32(255))
+    assert dataset.train.max() == 1.0 and train.max() == 255
+    np.testing.assert_array_equal(dataset.train * 255, np.rint(dataset.train * 255))
+    assert dataset.info["grey_levels"] == "pixel/255"
+    assert dataset.info["stored_grey_levels"] == "pixel/256, read as pixel/255"
+  # Floats that are not pixel / 256 are used as stored, and say so.
+  np.savez(tmp_path / "grey.npz", train=np.full((4, 2, 2), 0.3, np.float32),
+           test=np.full((2, 2, 2), 0.7, np.float32))
+  grey = data.load(_config(path=str(tmp_path / "grey.npz"), preprocessing="float",
+                           validation_size=1))
+  np.testing.assert_allclose(grey.test, 0.7)
+  assert grey.info["grey_levels"] == "floats as stored" and "stored_grey_levels" not in grey.info
 
 
 def test_local_idx_round_trip(tmp_path):

@@ -152,11 +152,6 @@ def _to_unit(x: np.ndarray) -> np.ndarray:
 def _to_uint8(x: np.ndarray) -> np.ndarray:
   if x.dtype == np.uint8:
     return x
-  # deeplearning.net's mnist.pkl.gz stores pixel / 256: x * 256 recovers the pixels exactly,
-  # where x * 255 would merge neighbouring grey levels.
-  scaled = x * np.float32(256)
-  if x.max() < 1.0 and np.array_equal(scaled, np.rint(scaled)):
-    return scaled.astype(np.uint8)
   return np.rint(x * np.float32(255)).astype(np.uint8)
 
 
@@ -169,6 +164,15 @@ PREPROCESSING.register("dynamic_binarization")(lambda x, rng: _to_unit(x))
 PREPROCESSING.register("static_binarization")(_static_binarization)
 PREPROCESSING.register("float")(lambda x, rng: _to_unit(x))
 PREPROCESSING.register("uint8")(lambda x, rng: _to_uint8(x))
+
+
+def _grey_level_scale(raw: dict[str, Any], preprocessing: str) -> str:
+  """How stored values became the arrays trained on, for results.json."""
+  if preprocessing == "uint8":
+    return "pixel (uint8 0..255)"
+  if all(x.dtype == np.uint8 for x in raw.values()):
+    return "pixel/255"
+  return "floats as stored"
 
 
 def _held_out(n: int, validation_size: int, seed: int) -> np.ndarray:
@@ -328,6 +332,7 @@ def load(config_data: ml_collections.ConfigDict,
       binarization=_binarization(cfg, source),
       split=cfg.split,
       seed=cfg.seed,
+      grey_levels=_grey_level_scale(raw, cfg.preprocessing),
       shape=list(train.shape[1:]),
       dtype=str(train.dtype),
       sizes={"train": num_train, "validation": len(validation), "test": len(test)},
