@@ -70,7 +70,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.objective.free_bits = 0.0       # nats per latent dimension (batch-averaged); 0 = off
 
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adam"         # adam | adamw | sgd
+  c.optimizer.name = "adam"         # adam | adamw | sgd | adam_normgrad (Tomczak & Welling)
   c.optimizer.learning_rate = 1e-3
   c.optimizer.b1 = 0.9
   c.optimizer.b2 = 0.999

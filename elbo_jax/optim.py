@@ -4,19 +4,39 @@ A schedule is a shape with peak 1 scaled by `learning_rate`, so the rate may be 
 replicas of one vectorised program (`train.train_group`) can differ in learning rate and weight
 decay. The "burda" schedule is Burda et al. 2015's: for i = 0..7, 3^i epochs at
 1e-3 * 10^(-i/7) (3,280 epochs in all), with `learning_rate` the first stage's rate.
+
+"adam_normgrad" is Tomczak & Welling's AdamNormGrad (jmtomczak/vae_vampprior,
+utils/optimizer.py): Adam on each parameter tensor's gradient divided by (its L2 norm + 1e-7).
+Their PyTorch Adam adds `eps` to sqrt(v) before the bias correction, optax after it: the
+denominators differ by at most eps / sqrt(1 - b2^t) (3e-7 at the first step for eps = 1e-8),
+far below a normalised gradient's entries.
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from elbo_jax.registry import Registry
+
+NORMGRAD_EPS = 1e-7  # Tomczak & Welling's AdamNormGrad
+
+
+def normalize_per_tensor(eps: float = NORMGRAD_EPS) -> optax.GradientTransformation:
+  """Divides each gradient tensor (pytree leaf) by its L2 norm over all its entries plus eps."""
+  return optax.stateless(lambda updates, params: jax.tree.map(
+      lambda g: g / (jnp.sqrt(jnp.sum(jnp.square(g))) + eps), updates))
+
 
 OPTIMIZERS = Registry("optimizer.name")
 OPTIMIZERS.register("adam")(
     lambda c, lr, wd: optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps))
 OPTIMIZERS.register("adamw")(
     lambda c, lr, wd: optax.adamw(lr, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=wd))
+OPTIMIZERS.register("adam_normgrad")(
+    lambda c, lr, wd: optax.chain(normalize_per_tensor(),
+                                  optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps)))
 OPTIMIZERS.register("sgd")(lambda c, lr, wd: optax.sgd(lr, momentum=c.b1 or None))
 
 BURDA_STAGES = 8
