@@ -159,6 +159,45 @@ def test_local_npz_round_trip(tmp_path):
   np.testing.assert_array_equal(keras.test[..., 0], test)
 
 
+def _write_amat(path, bits):
+  """A Larochelle & Murray .amat file: one row of space-separated 0/1 values per image."""
+  path.write_text("".join(" ".join(map(str, row)) + " \n" for row in bits.reshape(len(bits), -1)))
+
+
+def test_local_amat_directory_is_the_fixed_binarisation_as_stored(tmp_path):
+  bits = {s: (_pixels(n, seed=i) > 127).astype(np.uint8)
+          for i, (s, n) in enumerate([("train", 7), ("valid", 3), ("test", 4)])}
+  for split, x in bits.items():
+    _write_amat(tmp_path / f"binarized_mnist_{split}.amat", x)
+  dataset = data.load(_config(name="binarized_mnist", path=str(tmp_path),
+                              preprocessing="static_binarization"))
+  # The file's own splits, images in file order, values unchanged (0/1, not grey levels / 255).
+  for split, x in (("train", bits["train"]), ("validation", bits["valid"]), ("test", bits["test"])):
+    stored = getattr(dataset, split)
+    assert stored.shape == (len(x), 28, 28, 1) and stored.dtype == np.float32
+    np.testing.assert_array_equal(stored[..., 0], x)
+  assert dataset.info["sizes"] == {"train": 7, "validation": 3, "test": 4}
+  assert dataset.info["binarization"] == (
+      "fixed: Larochelle & Murray's binarised MNIST (.amat files)")
+  assert dataset.info["source"] == "local" and dataset.info["name"] == "binarized_mnist"
+  _assert_one_line_error(r"already binary", name="binarized_mnist", path=str(tmp_path))
+
+
+def test_damaged_amat_files_name_data_path(tmp_path):
+  rows = (_pixels(2) > 127).astype(np.uint8)
+  for split in ("train", "valid", "test"):
+    _write_amat(tmp_path / f"binarized_mnist_{split}.amat", rows)
+  test_file = tmp_path / "binarized_mnist_test.amat"
+  test_file.write_text(test_file.read_text().replace("1", "2", 1))
+  _assert_one_line_error(r"data\.path=.*binarized_mnist_test\.amat holds values other than 0 and 1",
+                         path=str(tmp_path))
+  test_file.write_text("0 1 1 0\n1 0 1\n")
+  _assert_one_line_error(r"data\.path=.*rows hold \[3, 4\] values", path=str(tmp_path))
+  test_file.unlink()
+  _assert_one_line_error(r"data\.path=.*amat files.*no binarized_mnist_test\.amat",
+                         path=str(tmp_path))
+
+
 def test_holdout_split_sizes_and_determinism():
   train, validation = data.holdout_split(np.arange(60_000))
   assert (len(train), len(validation)) == (59_600, 400)

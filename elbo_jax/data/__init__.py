@@ -13,7 +13,10 @@ Fields of `config.data` (defaults in `default_config`; a field left out takes it
   source: "auto" ("local" when `path` is set, otherwise the name's own source), "tfds",
     "sklearn" or "local".
   path: for source "local": an mnist.pkl.gz-style pickle, a .npz file (keys train / test and
-    optionally validation, or x_train / x_test / x_valid) or a directory of MNIST IDX files.
+    optionally validation, or x_train / x_test / x_valid), a directory of MNIST IDX files, or a
+    directory of Larochelle & Murray's binarized_mnist_{train,valid,test}.amat (the fixed
+    binarisation, 50k / 10k / 10k rows of 784 space-separated 0/1 values; use preprocessing
+    "static_binarization", which keeps binary data as it is, and split "standard").
   data_dir: TFDS data directory; '' means TFDS's default ($TFDS_DATA_DIR or ~/tensorflow_datasets).
   download: let TFDS download and prepare missing data (most TFDS data sets need TensorFlow to be
     prepared); off, missing data is an immediate error.
@@ -45,7 +48,7 @@ import ml_collections
 import numpy as np
 
 from elbo_jax import xla
-from elbo_jax.data.sources import DATASETS, LOCAL_HINT, read_local
+from elbo_jax.data.sources import AMAT_FORMAT, DATASETS, LOCAL_HINT, read_local
 from elbo_jax.registry import ConfigError, Registry, positive_int
 
 __all__ = [
@@ -259,9 +262,23 @@ def _fields(config_data: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   return cfg
 
 
-def _binarization(cfg: ml_collections.ConfigDict, source: str) -> str:
+def _fixed_binarization(cfg: ml_collections.ConfigDict, source: str, extra: dict) -> str:
+  """Which copy of Larochelle & Murray's fixed binarisation the data is, or ''."""
   if source == "tfds" and cfg.name == "binarized_mnist":
-    return "fixed: Larochelle & Murray's binarised MNIST (TFDS binarized_mnist)"
+    return "TFDS binarized_mnist"
+  return ".amat files" if extra.get("format") == AMAT_FORMAT else ""
+
+
+def _refuse_dynamic(cfg: ml_collections.ConfigDict, fixed: str) -> None:
+  if fixed and cfg.preprocessing == "dynamic_binarization":
+    raise ConfigError(f"data.name={cfg.name!r} ({fixed}) is already binary (a fixed "
+                      "binarisation); use data.preprocessing='static_binarization', or "
+                      "data.name='mnist'")
+
+
+def _binarization(cfg: ml_collections.ConfigDict, fixed: str) -> str:
+  if fixed:
+    return f"fixed: Larochelle & Murray's binarised MNIST ({fixed})"
   if cfg.preprocessing == "dynamic_binarization":
     return "dynamic: Bernoulli(x) redrawn each time an example is used"
   if cfg.preprocessing == "static_binarization":
@@ -286,14 +303,13 @@ def load(config_data: ml_collections.ConfigDict,
     source = "local" if cfg.path else DATASETS.get(cfg.name).source
   if source == "local":
     raw, extra = read_local(cfg)
+    _refuse_dynamic(cfg, _fixed_binarization(cfg, source, extra))
   else:
     builtin = DATASETS.get(cfg.name)
     if builtin.source != source:
       raise ConfigError(f"data.name={cfg.name!r} comes from data.source={builtin.source!r}, "
                         f"not {source!r}; use data.source='auto' or {LOCAL_HINT}")
-    if cfg.name == "binarized_mnist" and cfg.preprocessing == "dynamic_binarization":
-      raise ConfigError("data.name='binarized_mnist' is already binary (a fixed binarisation); "
-                        "use data.preprocessing='static_binarization', or data.name='mnist'")
+    _refuse_dynamic(cfg, _fixed_binarization(cfg, source, {}))  # before a slow read
     raw, extra = builtin.read(cfg)
   if len({x.shape[1:] for x in raw.values()}) > 1:
     shapes = ", ".join(f"{k} {x.shape[1:]}" for k, x in raw.items())
@@ -329,7 +345,7 @@ def load(config_data: ml_collections.ConfigDict,
       source=source,
       path=cfg.path if source == "local" else "",
       preprocessing=cfg.preprocessing,
-      binarization=_binarization(cfg, source),
+      binarization=_binarization(cfg, _fixed_binarization(cfg, source, extra)),
       split=cfg.split,
       seed=cfg.seed,
       grey_levels=_grey_level_scale(raw, cfg.preprocessing),

@@ -29,7 +29,8 @@ from elbo_jax.registry import ConfigError, Registry
 Raw = dict[str, Any]  # split name -> np.ndarray, or a TfdsSplit decoded on demand
 Reader = Callable[[ml_collections.ConfigDict], tuple[Raw, dict[str, Any]]]
 
-LOCAL_HINT = "data.source='local' with data.path=<an mnist.pkl.gz, a .npz file or an IDX directory>"
+LOCAL_HINT = ("data.source='local' with data.path=<an mnist.pkl.gz, a .npz file, an IDX "
+              "directory or a directory of binarized_mnist_*.amat files>")
 
 
 class Builtin(NamedTuple):
@@ -220,8 +221,12 @@ _register_tfds("celeb_a", _celeb_a)
 
 LOCAL_FORMATS = (
     "an mnist.pkl.gz-style pickle ((x, y), (x, y), (x, y)), a .npz file with train/test arrays, "
-    "or a directory with train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]"
+    "a directory with train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz], or one with "
+    "Larochelle & Murray's binarized_mnist_{train,valid,test}.amat"
 )
+AMAT_FILES = {"train": "binarized_mnist_train.amat", "validation": "binarized_mnist_valid.amat",
+              "test": "binarized_mnist_test.amat"}
+AMAT_FORMAT = "amat: Larochelle & Murray's fixed binarisation of MNIST"
 # Everything a damaged or foreign file can raise while being read.
 _READ_ERRORS = (
     OSError,
@@ -315,6 +320,36 @@ def _read_idx_dir(path: str) -> Raw:
   return raw
 
 
+def read_amat(path: str) -> np.ndarray:
+  """One .amat file of Larochelle & Murray's binarised MNIST: a row of 0/1 values per image,
+  separated by spaces -> float32 {0, 1} [N, D] (a binary image is not grey level 1/255)."""
+  with open(path, "rb") as f:
+    text = np.frombuffer(f.read(), np.uint8)
+  blank = np.isin(text, np.frombuffer(b" \t\r\n", np.uint8))
+  values = text[~blank]
+  starts = ~blank & np.concatenate([[True], blank[:-1]])
+  name = os.path.basename(path)
+  if len(values) != starts.sum() or not np.isin(values, np.frombuffer(b"01", np.uint8)).all():
+    raise ValueError(f"{name} holds values other than 0 and 1")
+  # Values per line: every line segment ends with its newline, so none is empty for reduceat.
+  bounds = np.concatenate([[0], np.flatnonzero(text == ord("\n")) + 1])
+  per_line = np.add.reduceat(starts, bounds[bounds < len(text)], dtype=np.int64)
+  per_line = per_line[per_line > 0]
+  if len(per_line) == 0 or (per_line != per_line[0]).any():
+    raise ValueError(f"{name}: its rows hold {sorted(set(per_line.tolist()))} values; expected "
+                     "the same number on every row")
+  return (values - ord("0")).astype(np.float32).reshape(len(per_line), per_line[0])
+
+
+def _read_amat_dir(path: str) -> Raw:
+  raw = {}
+  for split, name in AMAT_FILES.items():
+    if not os.path.isfile(os.path.join(path, name)):
+      raise FileNotFoundError(f"no {name} in the directory")
+    raw[split] = as_images(read_amat(os.path.join(path, name)), name)
+  return raw
+
+
 def _stored_over_256(x: np.ndarray) -> bool:
   """Whether float images hold pixel / 256 (deeplearning.net's mnist.pkl.gz): every x * 256 whole,
   none above 255 / 256, and not all zero."""
@@ -336,7 +371,7 @@ def _grey_levels(raw: Raw) -> tuple[Raw, dict[str, Any]]:
 
 
 def read_local(cfg: ml_collections.ConfigDict) -> tuple[Raw, dict[str, Any]]:
-  """Reads data.path: a directory of IDX files, a .npz file, or a (gzipped) pickle.
+  """Reads data.path: a directory of IDX or .amat files, a .npz file, or a (gzipped) pickle.
 
   Float images stored as pixel / 256 (deeplearning.net's mnist.pkl.gz) come back as uint8 pixels.
   """
@@ -345,7 +380,12 @@ def read_local(cfg: ml_collections.ConfigDict) -> tuple[Raw, dict[str, Any]]:
     raise ConfigError(f"data.source='local' needs data.path: {LOCAL_FORMATS}")
   if not os.path.exists(path):
     raise ConfigError(f"data.path={path!r} does not exist; expected {LOCAL_FORMATS}")
-  if os.path.isdir(path):
+  extra = {}
+  if os.path.isdir(path) and any(os.path.exists(os.path.join(path, n))
+                                 for n in AMAT_FILES.values()):
+    read, what = _read_amat_dir, "a directory of binarized_mnist_{train,valid,test}.amat files"
+    extra = {"format": AMAT_FORMAT}
+  elif os.path.isdir(path):
     read, what = _read_idx_dir, "a directory of MNIST IDX files"
   elif path.endswith(".npz"):
     read, what = _read_npz, "a .npz file with train/test image arrays"
@@ -354,6 +394,7 @@ def read_local(cfg: ml_collections.ConfigDict) -> tuple[Raw, dict[str, Any]]:
   else:
     raise ConfigError(f"data.path={path!r} has an unknown file type; expected {LOCAL_FORMATS}")
   try:
-    return _grey_levels(read(path))
+    raw, grey = _grey_levels(read(path))
+    return raw, grey | extra
   except _READ_ERRORS as e:
     raise ConfigError(f"data.path={path!r} could not be read as {what} ({_one_line(e)})") from None
