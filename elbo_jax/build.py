@@ -73,6 +73,10 @@ def check_config(config) -> None:
                 "accelerator.num_devices"):
     section, key = field.split(".")
     _non_negative(field, config[section][key])
+  patience = config.training.early_stopping_patience
+  if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+    raise ConfigError(f"training.early_stopping_patience={patience!r} must be a non-negative "
+                      "integer (epochs; 0 = off)")
   lr = config.optimizer.learning_rate
   if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
     raise ConfigError(f"optimizer.learning_rate={lr!r} must be a positive number")

@@ -87,6 +87,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.training.checkpoint_every = 1000  # steps; a checkpoint is also written at the end
   c.training.checkpoint_every_seconds = 300.0  # and after this much wall time; 0 = off
   c.training.on_nonfinite = "stop"  # stop | skip (skip the update and count it)
+  # Early stopping (elbo_jax.early_stopping): stop after this many epochs (after the KL warm-up)
+  # without a new best validation ELBO, and test the best-validation parameters. 0 = off.
+  c.training.early_stopping_patience = 0
   # Divergence stops the run like a NaN does: the training bound falls below its first value by
   # more than this factor times |first value|, or the gradient norm grows past this factor times
   # its first value. 0 turns a check off.

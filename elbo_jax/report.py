@@ -133,8 +133,13 @@ def write_figures(workdir, model, params, test, keys, progress_records):
   return {k: os.path.basename(v) for k, v in paths.items()}
 
 
-def evaluate_run(workdir, config, dataset, params, progress: bool = True, mesh=None) -> dict:
+def evaluate_run(workdir, config, dataset, params, progress: bool = True, mesh=None,
+                 tested: dict | None = None) -> dict:
   """Test-set evaluation of `params`; writes results.json and the figures, returns the results.
+
+  tested: which parameters these are (early stopping's best-validation epoch,
+  `early_stopping.Tracker.report`), recorded as results.json's "tested_parameters"; None for the
+  last ones, recorded as nothing (as before early stopping existed).
 
   The importance-sampled log-likelihood, the costly part, runs on the first `eval.num_test` test
   examples (0: all); the ELBO, its terms and the active units on the whole test set, with
@@ -186,5 +191,7 @@ def evaluate_run(workdir, config, dataset, params, progress: bool = True, mesh=N
   results = {"data": dataset.info, "test": test_results, "figures": figures,
              "objective": config_lib.to_json(config.objective),
              "code": {"elbo_jax_version": __version__, "git_commit": git_commit()}}
+  if tested is not None:
+    results["tested_parameters"] = tested
   io.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
   return results

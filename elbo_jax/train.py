@@ -5,6 +5,11 @@ scalar hyper-parameters (`build.VECTORIZABLE_FIELDS`) as ONE jitted program: the
 stacked on a leading replica axis and the scanned chunk of steps is `jax.vmap`-ed over it.
 `train_and_evaluate(config, workdir)` is a group of one.
 
+With `training.early_stopping_patience` > 0 (`elbo_jax.early_stopping`) each replica keeps its own
+best-validation parameters and patience; a replica whose patience runs out is checkpointed,
+tested on its best parameters and trains no further (its lane of the program runs on, ignored),
+and the group stops when every replica has stopped, so a replica's result is its standalone run's.
+
 Randomness: each replica's seed is split once into init/data/train/eval keys. A step's key is
 `fold_in(train_key, step)` and an epoch's data order comes from `fold_in(data_key, epoch)`
 (`elbo_jax.batching`), so a run resumed from a checkpoint draws exactly what an uninterrupted run
@@ -20,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -36,8 +42,17 @@ from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
 from elbo_jax import mesh as mesh_lib
 from elbo_jax.build import Trainer, build_trainer, check_config
+from elbo_jax.early_stopping import Tracker
+from elbo_jax.metrics import METRICS_FILE, read_metrics
 from elbo_jax.registry import ConfigError
-from elbo_jax.workdir import Run, WorkdirLock, check_config_matches, check_path, restore_params
+from elbo_jax.workdir import (
+  Run,
+  WorkdirLock,
+  check_config_matches,
+  check_path,
+  restore_best,
+  restore_params,
+)
 
 # Terms checked for non-finite values, in the order they are reported.
 WATCHED_TERMS = ("log_px_given_z", "kl", "log_weights", "loss", "gradients")
@@ -352,19 +367,36 @@ def train_group(configs: Sequence, workdirs: Sequence[str], *, raise_on_failure:
     return _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, position, stack)
 
 
+def _tracker(config, workdir: str, steps_per_epoch: int, step) -> Tracker:
+  """The run's early-stopping state at checkpoint `step` (None: a fresh start; math.inf: all that
+  was logged), replayed from its metrics.jsonl."""
+  tracker = Tracker.from_config(config)
+  path = os.path.join(workdir, METRICS_FILE)
+  if tracker.enabled and os.path.exists(path):
+    tracker.replay(read_metrics(workdir), steps_per_epoch, step)
+  return tracker
+
+
 def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, position, stack):
   config, num_replicas = configs[0], len(configs)
-  plan = plan_resume([run.checkpoint_steps() for run in runs])
+  spe, total = trainer.steps_per_epoch, trainer.total_steps
+  # A run that early stopping stopped resumes at its own last checkpoint and trains no further.
+  latest = [run.checkpoint_steps() for run in runs]
+  stopped = [_tracker(c, run.workdir, spe, max(s, default=None)).stopped
+             for c, run, s in zip(configs, runs, latest)]
+  plan = plan_resume([s for s, done in zip(latest, stopped) if not done])
   if len(plan) > 1:
     raise ValueError(f"runs at different checkpoints cannot train as one group: {plan}")
   resume_at = plan[0][0]
+  starts = [max(s) if done else resume_at for s, done in zip(latest, stopped)]
   # Jitted: one compilation serves every replica (op by op, an MLP's init compiles ~40 times).
   # Every process computes the same values, which makes them arrays on the whole mesh.
   replicated, by_replica = mesh_lib.sharding(mesh), mesh_lib.sharding(mesh, "replica")
   init = jax.jit(functools.partial(create_train_state, trainer.model, trainer.optimizer()),
                  out_shardings=replicated)
-  states = [run.start(init(dataset.train[0], split_seed(c.seed)["init"]), resume_at)
-            for c, run in zip(configs, runs)]
+  states = [run.start(init(dataset.train[0], split_seed(c.seed)["init"]), start)
+            for c, run, start in zip(configs, runs, starts)]
+  trackers = [_tracker(c, run.workdir, spe, start) for c, run, start in zip(configs, runs, starts)]
   state = jax.jit(lambda *states: _stack(states), out_shardings=by_replica)(*states)
   hp = jax.jit(lambda: _stack([hyperparameters(c, trainer) for c in configs]),
                out_shardings=by_replica)()
@@ -374,10 +406,20 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, positi
   validators = [report.make_validator(c, dataset, report.eval_data(
       dataset, dataset.validation, split_seed(c.seed)["eval"]), test, mesh) for c in configs]
 
-  spe, total = trainer.steps_per_epoch, trainer.total_steps
   step = int(resume_at or 0)
-  alive = [True] * num_replicas
+  alive = [not done for done in stopped]
   results: list[dict | None] = [None] * num_replicas
+  to_evaluate = [True] * num_replicas  # every run but those that failed or were evaluated
+
+  def evaluate(r: int, at_step: int) -> dict:
+    params, tested = mesh_lib.to_host(_replica(state.params, r)), None
+    if trackers[r].enabled and trackers[r].best_epoch:
+      params = mesh_lib.to_host(restore_best(runs[r].workdir, trackers[r].best_step(spe), params))
+      tested = trackers[r].report(spe, at_step)
+    to_evaluate[r] = False
+    return report.evaluate_run(runs[r].workdir, configs[r], dataset, params, tested=tested,
+                               progress=config.training.progress, mesh=mesh)
+
   bar = stack.enter_context(tqdm(total=total, initial=step, unit="step", desc=desc,
                                 dynamic_ncols=True, disable=not config.training.progress,
                                 mininterval=1.0, position=position, leave=position == 0))
@@ -401,6 +443,7 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, positi
                 f"the last good checkpoint (step {last}) is kept")
         message = f"{stop}; training stopped, {kept}; {_advice(stop)}"
         runs[r].fail(message, stop.step)
+        to_evaluate[r] = False
         if raise_on_failure:
           raise type(stop)(message, stop.step)
         tqdm.write(f"{desc}: {runs[r].workdir}: {message}")
@@ -416,6 +459,10 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, positi
         summary |= validators[r](mesh_lib.to_host(_replica(state.params, r)))
       runs[r].write_metrics(step, summary)
       summaries.append(summary)
+      # After the metrics it is replayed from, before any checkpoint of this step (workdir.Run).
+      if (end_of_epoch and trackers[r].enabled
+          and trackers[r].update(step // spe, summary["eval/elbo"])):
+        runs[r].save_best(step, _replica(state.params, r))
     bar.update(num_steps)
     if summaries:
       elbos = [s["train/elbo"] for s in summaries]
@@ -430,11 +477,14 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, positi
       for r in np.flatnonzero(alive):
         runs[r].save(_replica(state, r))
       last_save_step, last_save_time = step, time.monotonic()
+    for r in np.flatnonzero(alive):
+      if trackers[r].stopped:
+        runs[r].save(_replica(state, r))  # so that a resumed group knows it stopped
+        alive[r] = False
+        results[r] = evaluate(r, step)
   bar.close()
-  for r in np.flatnonzero(alive):
-    results[r] = report.evaluate_run(runs[r].workdir, configs[r], dataset,
-                                     mesh_lib.to_host(_replica(state.params, r)),
-                                     progress=config.training.progress, mesh=mesh)
+  for r in np.flatnonzero(to_evaluate):
+    results[r] = evaluate(r, step if alive[r] else starts[r])
   return results
 
 
@@ -447,14 +497,25 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return train_group([config], [workdir])[0]
 
 
+def tested_parameters(workdir: str, config, steps_per_epoch: int) -> dict | None:
+  """Which parameters a saved run tests: results.json's "tested_parameters" (the best-validation
+  epoch, `early_stopping.Tracker.report`), or None for the latest ones (no early stopping)."""
+  tracker = _tracker(config, workdir, steps_per_epoch, math.inf)
+  if not (tracker.enabled and tracker.best_epoch):
+    return None
+  return tracker.report(steps_per_epoch, max(r["step"] for r in read_metrics(workdir)))
+
+
 def restore_run(workdir: str, config, dataset) -> tuple[Trainer, Any]:
-  """The trainer of a saved run and its latest parameters, on this process's first device,
-  whatever devices and processes wrote them."""
+  """The trainer of a saved run and the parameters it tests (its latest, or with early stopping
+  its best-validation ones), on this process's first device, whatever devices and processes wrote
+  them."""
   trainer = build_trainer([config], dataset)
   state = jax.eval_shape(lambda: create_train_state(trainer.model, trainer.optimizer(),
                                                     dataset.train[0],
                                                     split_seed(config.seed)["init"]))
-  return trainer, restore_params(workdir, state)
+  tested = tested_parameters(workdir, config, trainer.steps_per_epoch)
+  return trainer, restore_params(workdir, state, None if tested is None else tested["step"])
 
 
 def evaluate_workdir(workdir: str, eval_overrides: dict | None = None) -> dict:
@@ -468,8 +529,9 @@ def evaluate_workdir(workdir: str, eval_overrides: dict | None = None) -> dict:
     # This machine's devices, whatever the run was trained on.
     mesh = mesh_lib.make_mesh(mesh_lib.select_devices(config.accelerator.platform))
     dataset = data_lib.load(config.data)
-    _, params = restore_run(path, config, dataset)
+    trainer, params = restore_run(path, config, dataset)
     return report.evaluate_run(path, config, dataset, params,
+                               tested=tested_parameters(path, config, trainer.steps_per_epoch),
                                progress=config.training.progress, mesh=mesh)
   finally:
     if lock is not None:

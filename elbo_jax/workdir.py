@@ -6,6 +6,8 @@ workdir/
   run_info.json    package versions, git commit, seed, command line, devices
   checkpoints/     orbax checkpoints; orbax writes each into a temporary directory and renames it
                    when complete, so a run killed mid-save resumes from the last complete one
+  best/            with early stopping only: the best-validation parameters (orbax), kept apart
+                   from checkpoints/ so that its pruning never removes them
   metrics.jsonl, tensorboard/   scalars every `training.steps_per_call` steps
   failed.json      why training stopped (non-finite values, divergence), when it did
   results.json, samples.png, ... written by `elbo_jax.report`
@@ -101,10 +103,15 @@ class WorkdirLock:
       self._fd = None
 
 
-def _checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
+BEST_DIR = "best"
+
+
+def _checkpoint_manager(workdir: str, directory: str = "checkpoints",
+                        max_to_keep: int | None = 2) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
-      os.path.join(workdir, "checkpoints"),
-      options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False))
+      os.path.join(workdir, directory),
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                           enable_async_checkpointing=False))
 
 
 def has_progress(workdir: str) -> bool:
@@ -149,6 +156,9 @@ class Run:
           io.write_json_atomic(os.path.join(self.workdir, config_lib.CONFIG_FILE), resolved)
         io.write_json_atomic(os.path.join(self.workdir, "run_info.json"), provenance(config))
       self.manager = _checkpoint_manager(self.workdir)
+      # Pruned by `save` only: see `prune_best`.
+      self.best = (_checkpoint_manager(self.workdir, BEST_DIR, None)
+                   if config.training.early_stopping_patience else None)
     except BaseException:
       self._release()
       raise
@@ -164,13 +174,15 @@ class Run:
   def start(self, state, step: int | None):
     """Restores checkpoint `step` into `state`'s structure, or starts afresh if `step` is None.
 
-    Checkpoints after `step` (all of them, on a fresh start) are deleted. What was logged after
-    it (everything, on a fresh start, e.g. by a run killed before its first checkpoint) is dropped
-    from metrics.jsonl, and TensorBoard hides it, so no curve shows a step twice.
+    Checkpoints and best parameters after `step` (all of them, on a fresh start) are deleted.
+    What was logged after it (everything, on a fresh start, e.g. by a run killed before its first
+    checkpoint) is dropped from metrics.jsonl, and TensorBoard hides it, so no curve shows a step
+    twice.
     """
-    for later in self.checkpoint_steps():
-      if step is None or later > step:
-        self.manager.delete(later)
+    for manager in [m for m in (self.manager, self.best) if m is not None]:
+      for later in sorted(manager.all_steps()):
+        if step is None or later > step:
+          manager.delete(later)
     restored = state if step is None else restore_step(self.manager, step, state)
     if self.primary:
       with contextlib.suppress(FileNotFoundError):
@@ -192,6 +204,28 @@ class Run:
     if self.manager.latest_step() != step:
       self.manager.save(step, args=ocp.args.StandardSave(state))
       self.manager.wait_until_finished()
+    if self.best is not None:
+      self.prune_best()
+
+  def save_best(self, step: int, params) -> None:
+    """Saves the parameters that set a new best validation bound at `step`."""
+    self.best.save(step, args=ocp.args.StandardSave(params))
+    self.best.wait_until_finished()
+
+  def prune_best(self) -> None:
+    """Deletes the best parameters that no regular checkpoint can resume to.
+
+    A run resumes from a regular checkpoint (or, in a group, the one before the latest), and
+    its best is then the newest best at or before that step: every best newer than the oldest
+    regular checkpoint stays, and the newest one before it.
+    """
+    steps = self.checkpoint_steps()
+    if not steps:
+      return
+    before = [s for s in self.best.all_steps() if s <= steps[0]]
+    for s in before:
+      if s < max(before):
+        self.best.delete(s)
 
   def write_metrics(self, step: int, scalars: dict):
     self.writer.write_scalars(step, scalars)
@@ -210,6 +244,8 @@ class Run:
     if self.writer is not None:
       self.writer.close()
     self.manager.close()
+    if self.best is not None:
+      self.best.close()
     self._release()
 
 
@@ -231,10 +267,23 @@ def restore_step(manager, step: int, state):
   return manager.restore(step, args=ocp.args.StandardRestore(jax.tree.map(abstract, state)))
 
 
-def restore_params(workdir: str, state):
-  """The parameters of the latest checkpoint in `workdir`, restored into `state`'s structure."""
+def restore_params(workdir: str, state, best_step: int | None = None):
+  """The parameters of the latest checkpoint in `workdir`, restored into `state`'s structure, or
+  with `best_step` those saved in workdir/best/ at that step (early stopping)."""
   manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
   step = manager.latest_step()
   if step is None:
     raise ConfigError(f"--workdir={workdir!r} holds no complete checkpoint")
-  return restore_step(manager, step, state).params
+  if best_step is None:
+    return restore_step(manager, step, state).params
+  return restore_best(workdir, best_step, state.params)
+
+
+def restore_best(workdir: str, step: int, params):
+  """The best-validation parameters saved at `step`, restored into `params`' structure."""
+  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), BEST_DIR))
+  if step not in manager.all_steps():
+    raise ConfigError(f"--workdir={workdir!r} holds no best-validation parameters of step {step} "
+                      f"in {BEST_DIR}/ (it holds steps {sorted(manager.all_steps())}); the run "
+                      "cannot test the parameters early stopping selected")
+  return restore_step(manager, step, params)
