@@ -218,7 +218,9 @@ def check_identity(ablation, workdir: str, specs: Sequence[RunSpec]) -> None:
     before = stored["runs"].get(os.path.relpath(spec.workdir, workdir))
     if before is None:
       continue
-    differing = config_lib.differences(before, config_lib.to_json(spec.config),
+    # A field added to the default config since the sweep was recorded takes its default.
+    differing = config_lib.differences(config_lib.with_defaults(before),
+                                       config_lib.to_json(spec.config),
                                        ignore=NOT_IDENTITY)
     if differing:
       raise ConfigError(

@@ -162,6 +162,21 @@ def test_a_workdir_holding_a_different_ablation_is_refused(tmp_path):
   sweep.run(_ablation(seeds=(0,), metrics=("elbo",)), workdir, table_only=True)
 
 
+def test_a_sweep_recorded_before_a_config_field_existed_still_resumes(tmp_path):
+  ablation = _ablation(seeds=(0,))
+  specs = sweep.run_specs(ablation, str(tmp_path))
+  sweep.record_identity(ablation, str(tmp_path), specs, "")
+  stored = io.read_json(tmp_path / "ablation.json")
+  for run in stored["runs"].values():  # as written before training.early_stopping_patience
+    del run["training"]["early_stopping_patience"]
+  io.write_json_atomic(tmp_path / "ablation.json", stored)
+  sweep.check_identity(ablation, str(tmp_path), specs)  # the new field at its default: the same
+  with ablation.base.unlocked():
+    ablation.base.training.early_stopping_patience = 5
+  with pytest.raises(ConfigError, match="differs in: training.early_stopping_patience"):
+    sweep.check_identity(ablation, str(tmp_path), sweep.run_specs(ablation, str(tmp_path)))
+
+
 @pytest.mark.parametrize("fields,message", [
     ({"axes": (sweep.grid("objective.betta", (1.0,)),)},
      "ablation cell 'betta=1.0': 'objective.betta' is not a config field; closest: objective.beta"),
