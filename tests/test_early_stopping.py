@@ -79,11 +79,6 @@ def test_a_run_whose_validation_bound_stops_improving_stops_after_patience_epoch
       "epochs_trained": 3, "stopped_early": True}
   assert io.read_json(tmp_path / "results.json")["tested_parameters"]["epoch"] == 1
   assert _checkpoint_steps(tmp_path) == [28, 42]
-  # Run again, the finished run trains no further; re-evaluated, it tests the same parameters.
-  again = train.train_and_evaluate(config, str(tmp_path))
-  assert _validation_curve(tmp_path) == curve and _checkpoint_steps(tmp_path) == [28, 42]
-  assert _numbers(again) == _numbers(results)
-  assert train.evaluate_workdir(str(tmp_path))["tested_parameters"] == results["tested_parameters"]
 
 
 def test_early_stopping_is_off_by_default_and_its_patience_is_checked(tmp_path):
@@ -126,6 +121,9 @@ def test_the_best_validation_parameters_are_tested_and_survive_the_pruning(tmp_p
   direct = report.evaluate_run(str(tmp_path / "direct"), config, dataset, best_params,
                                progress=False)
   assert _numbers(direct) == _numbers(results)
+  # Re-evaluated from its workdir, the run tests the same parameters.
+  again = train.evaluate_workdir(workdir)
+  assert again["tested_parameters"] == tested and _numbers(again) == _numbers(results)
 
 
 @pytest.mark.slow
@@ -167,5 +165,7 @@ def test_each_replica_of_a_group_stops_on_its_own_patience_as_its_standalone_run
                                                     rel=1e-5)
     for key in ("elbo", "kl", "log_likelihood"):
       assert grouped[i]["test"][key] == pytest.approx(alone["test"][key], rel=1e-5, abs=1e-5)
-  # Run again, the group (checkpoints at different steps) trains no further.
-  assert [_numbers(r) for r in train.train_group(configs, group)] == [_numbers(r) for r in grouped]
+  # Run again, the finished group (checkpoints at different steps) trains no further.
+  again = train.train_group(configs, group)
+  assert [_numbers(r) for r in again] == [_numbers(r) for r in grouped]
+  assert [_checkpoint_steps(g)[-1] for g in group] == [42, 70]
