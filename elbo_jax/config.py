@@ -41,6 +41,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.channels = (32, 64)       # conv only
   c.model.latent2_dim = 50          # two_layer only: z2 (top layer); latent_dim is z1
   c.model.hidden2 = (100, 100)      # two_layer only
+  # How the weights start: default (Flax's) | glorot | normal (elbo_jax.initialization).
+  c.model.init = "default"
+  c.model.output_bias = "zero"      # zero | data_mean: logit of the training mean (bernoulli)
 
   c.likelihood = ml_collections.ConfigDict()
   c.likelihood.name = "bernoulli"   # bernoulli | gaussian | continuous_bernoulli | ...

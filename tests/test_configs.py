@@ -53,7 +53,7 @@ def test_config_takes_a_training_step(tmp_path, name):
   dataset = data_lib.load(config.data)
   trainer = build_trainer([config], dataset)
   state = train.create_train_state(trainer.model, trainer.optimizer(), dataset.train[0],
-                                   jax.random.key(0))
+                                   jax.random.key(0), init=trainer.init)
   hp = train.hyperparameters(config, trainer)
   stacked = jax.tree.map(lambda a: a[None], (state, hp))
   bounds = batching.block_bounds(dataset.num_train, 20)
