@@ -218,8 +218,9 @@ def check_identity(ablation, workdir: str, specs: Sequence[RunSpec]) -> None:
     before = stored["runs"].get(os.path.relpath(spec.workdir, workdir))
     if before is None:
       continue
-    differing = config_lib.differences(before, config_lib.to_json(spec.config),
-                                       ignore=NOT_IDENTITY)
+    # Fields added to the config since the run was recorded count at their defaults.
+    differing = config_lib.differences(config_lib.with_defaults(before),
+                                       config_lib.to_json(spec.config), ignore=NOT_IDENTITY)
     if differing:
       raise ConfigError(
           f"--workdir={workdir!r} holds ablation {ablation.name!r} with a different config "

@@ -162,6 +162,17 @@ def test_a_workdir_holding_a_different_ablation_is_refused(tmp_path):
   sweep.run(_ablation(seeds=(0,), metrics=("elbo",)), workdir, table_only=True)
 
 
+def test_a_workdir_recorded_before_a_config_field_existed_is_the_same_ablation(tmp_path):
+  workdir = str(tmp_path)
+  sweep.run(_ablation(seeds=(0,)), workdir)
+  path = tmp_path / "ablation.json"
+  stored = io.read_json(path)
+  for run in stored["runs"].values():  # as written before model.init and output_bias existed
+    del run["model"]["init"], run["model"]["output_bias"]
+  io.write_json_atomic(path, stored)
+  sweep.run(_ablation(seeds=(0,)), workdir, table_only=True)
+
+
 @pytest.mark.parametrize("fields,message", [
     ({"axes": (sweep.grid("objective.betta", (1.0,)),)},
      "ablation cell 'betta=1.0': 'objective.betta' is not a config field; closest: objective.beta"),
