@@ -73,12 +73,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.objective.free_bits = 0.0       # nats per latent dimension (batch-averaged); 0 = off
 
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adam"         # adam | adamw | sgd
+  c.optimizer.name = "adam"         # adam | adamw | sgd | adagrad
   c.optimizer.learning_rate = 1e-3
   c.optimizer.b1 = 0.9
   c.optimizer.b2 = 0.999
   c.optimizer.eps = 1e-8
-  c.optimizer.weight_decay = 0.0    # adamw only
+  c.optimizer.weight_decay = 0.0    # adamw (decoupled) and adagrad (L2 on the gradient) only
   c.optimizer.schedule = "constant"  # constant | cosine | burda
   c.optimizer.warmup_steps = 0
   c.optimizer.clip_norm = 0.0       # global-norm clipping; 0 = off

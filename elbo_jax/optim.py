@@ -4,6 +4,8 @@ A schedule is a shape with peak 1 scaled by `learning_rate`, so the rate may be 
 replicas of one vectorised program (`train.train_group`) can differ in learning rate and weight
 decay. The "burda" schedule is Burda et al. 2015's: for i = 0..7, 3^i epochs at
 1e-3 * 10^(-i/7) (3,280 epochs in all), with `learning_rate` the first stage's rate.
+`weight_decay` is read by "adamw" (decoupled, scaled by the rate) and "adagrad" (an L2 penalty
+added to the gradient); the others ignore it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ OPTIMIZERS.register("adam")(
 OPTIMIZERS.register("adamw")(
     lambda c, lr, wd: optax.adamw(lr, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=wd))
 OPTIMIZERS.register("sgd")(lambda c, lr, wd: optax.sgd(lr, momentum=c.b1 or None))
+# Duchi et al.'s Adagrad, its sum of squared gradients started at zero, on the gradient of the loss
+# plus wd/2 |params|^2: an L2 penalty (as Kingma & Welling 2013's weight decay), not decoupled.
+OPTIMIZERS.register("adagrad")(
+    lambda c, lr, wd: optax.chain(optax.add_decayed_weights(wd),
+                                  optax.adagrad(lr, initial_accumulator_value=0.0, eps=c.eps)))
 
 BURDA_STAGES = 8
 
