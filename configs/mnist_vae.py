@@ -11,8 +11,9 @@ initialisation; Adam with beta1 = 0.9, beta2 = 0.999, epsilon = 1e-4; minibatche
 i = 0..7, 3^i epochs at learning rate 1e-3 * 10^(-i/7) (3,280 epochs). The authors' code
 (yburda/iwae) differs from the text: Adam's beta1 is 0.99 (its second moment starts at ones and
 epsilon is added to the uncorrected sqrt(v)), the decoder's output bias starts at the logit of the
-training mean (clipped to [0.001, 0.999]), each stage's rate is rounded to one decimal of 1e-4,
-and the minibatches come in a fixed order. `--config.optimizer.b1=0.99
+training mean (clipped to [0.001, 0.999]), each stage's rate is rounded to a multiple of 1e-5,
+the minibatches come in file order every epoch, and the validation set is the last 400 training
+images (here 400 drawn at random). `--config.optimizer.b1=0.99
 --config.model.output_bias=data_mean` gives its beta1 and output bias; the rest are not options
 here (optax's Adam starts v at zeros and adds epsilon to the bias-corrected sqrt(v)).
 `get_config('runlocal')` is a one-epoch smoke run of the default.

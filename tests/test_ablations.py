@@ -269,6 +269,21 @@ def test_the_header_names_every_way_the_cells_prepare_their_data(tmp_path):
           "split burda: 59600 / 400 / 10000).") in header
 
 
+def test_the_header_names_the_version_and_commit_that_made_the_numbers(tmp_path):
+  ablation = _one_cell(axes=(sweep.grid("model.latent_dim", (2, 3, 4)),))
+  specs = sweep.run_specs(ablation, str(tmp_path))
+  codes = [{"elbo_jax_version": "0.2.0", "git_commit": "8a4f5ba0123"}, None,
+           {"elbo_jax_version": "0.2.0", "git_commit": "8a4f5ba0123"}]
+  for spec, code in zip(specs, codes):
+    os.makedirs(spec.workdir)
+    io.write_json_atomic(os.path.join(spec.workdir, "results.json"), {
+        "data": {"name": "digits", "sizes": {"test": 297}}, "code": code,
+        "test": {"num_examples": 297, "num_importance_samples": 50}})
+  header = tables.header(ablation, specs, str(tmp_path))
+  assert ("Code: elbo_jax 0.2.0 at commit 8a4f5ba; elbo_jax before 0.2.0 (no version recorded) "
+          "(CHANGELOG.md lists the changes that move numbers).") in header
+
+
 def test_examples_seen_is_the_step_times_the_batch_size_where_the_metric_was_logged():
   records = [{"step": 14, "train/elbo": -50.0}, {"step": 28, "train/elbo": -45.0,
                                                  "test/elbo": -46.0},
