@@ -110,11 +110,13 @@ def header(ablation, specs, workdir: str) -> list[str]:
   lines = [f"# {ablation.name}", "", ablation.description, ""]
   if stored.get("command"):
     lines.append(f"Command: `{stored['command']}`")
-  opt, training = base.optimizer, base.training
+  opt, training, model = base.optimizer, base.training, base.model
+  bias = ", output bias at the logit of the training mean" * (model.output_bias == "data_mean")
   lines.append(
       f"Base config: `{ablation.base_config or 'inline'}`; schedule: {training.num_epochs} epochs "
       f"at batch {training.batch_size}, {opt.name} learning rate {opt.learning_rate:g} "
-      f"({opt.schedule}); cells override it as listed below the table.")
+      f"({opt.schedule}), {model.init} initialisation{bias}; cells override it as listed below "
+      "the table.")
   done = _done_results(specs)
   if done:
     data, test = done[0]["data"], done[0]["test"]

@@ -280,6 +280,7 @@ def test_the_header_names_the_version_and_commit_that_made_the_numbers(tmp_path)
         "data": {"name": "digits", "sizes": {"test": 297}}, "code": code,
         "test": {"num_examples": 297, "num_importance_samples": 50}})
   header = tables.header(ablation, specs, str(tmp_path))
+  assert "(constant), default initialisation; cells override it" in header[4]
   assert ("Code: elbo_jax 0.2.0 at commit 8a4f5ba; elbo_jax before 0.2.0 (no version recorded) "
           "(CHANGELOG.md lists the changes that move numbers).") in header
 
