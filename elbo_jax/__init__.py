@@ -26,5 +26,5 @@ from elbo_jax.version import __version__
 __all__ = [
     "VAE", "ConfigError", "batched", "beta_elbo", "ciwae", "distributions", "elbo",
     "importance_log_likelihood", "iwae", "kl_weight", "likelihoods", "miwae", "models", "piwae",
-    "posteriors", "priors", "reduce_loss",
+    "posteriors", "priors", "reduce_loss", "__version__",
 ]

@@ -60,3 +60,16 @@ def epoch_order(data_key, epoch, sizes, steps: int):
 def gather_batch(blocks, order, b):
   """Batch b: blocks [B, M, ...], order [B, steps] -> [B, ...], row order[j, b] of block j."""
   return jax.vmap(lambda block, i: block[i])(blocks, order[:, b])
+
+
+def block_mean(blocks, sizes):
+  """The mean example of the training set: blocks [B, M, ...] (`to_blocks`), sizes [B] -> [...].
+
+  Padding rows are left out, so this is the mean of the N rows exactly. Jitted on a `blocks` array
+  sharded over devices and processes, the sum is XLA's reduction across all of them: every
+  process gets the mean of the whole set, not of the rows it holds.
+  """
+  valid = jnp.arange(blocks.shape[1]) < sizes[:, None]  # [B, M]
+  valid = valid.reshape(valid.shape + (1,) * (blocks.ndim - 2))
+  total = jnp.where(valid, blocks, 0).sum((0, 1), dtype=jnp.float32)
+  return total / sizes.sum().astype(jnp.float32)

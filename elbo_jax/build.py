@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
-from elbo_jax import objectives
+from elbo_jax import initialization, objectives
 from elbo_jax.likelihoods import LIKELIHOODS
 from elbo_jax.mesh import PLATFORMS
 from elbo_jax.models import ENCODER_DECODER_MODELS, MODELS
@@ -56,7 +56,7 @@ def check_config(config) -> None:
       (LIKELIHOODS, config.likelihood.name), (PRIORS, config.prior.name),
       (POSTERIORS, config.posterior.name), (objectives.OBJECTIVES, config.objective.name),
       (MODELS, config.model.name), (OPTIMIZERS, config.optimizer.name),
-      (SCHEDULES, config.optimizer.schedule),
+      (SCHEDULES, config.optimizer.schedule), (initialization.SCHEMES, config.model.init),
   ]:
     registry.get(name)
   for field in ("model.latent_dim", "objective.num_samples", "objective.num_averages",
@@ -86,6 +86,12 @@ def check_config(config) -> None:
   _one_of("objective.kl", config.objective.kl, objectives.KL_MODES)
   _one_of("objective.estimator", config.objective.estimator, objectives.ESTIMATORS)
   unit_interval("objective.ciwae_beta", config.objective.ciwae_beta)
+  _one_of("model.output_bias", config.model.output_bias, initialization.OUTPUT_BIASES)
+  if config.model.output_bias == "data_mean" and (
+      config.likelihood.name != "bernoulli" or config.model.name not in ("mlp", "two_layer")):
+    raise ConfigError("model.output_bias='data_mean' starts Bernoulli logits at one bias per "
+                      "pixel: it needs likelihood.name='bernoulli' and model.name in: mlp, "
+                      f"two_layer (got {config.likelihood.name!r}, {config.model.name!r})")
 
 
 def build_likelihood(config, data_shape):
@@ -160,6 +166,7 @@ class Trainer:
     free_bits: whether the loss needs the free-bits branch (some replica has free_bits > 0).
     dynamic_binarization: whether each batch is binarised afresh.
     optimizer_config: the `optimizer` section; `optimizer(lr, wd)` builds the chain.
+    init: `model.init`, the weights' scheme; output_bias: `model.output_bias`.
   """
 
   model: Any
@@ -169,6 +176,8 @@ class Trainer:
   free_bits: bool
   dynamic_binarization: bool
   optimizer_config: Any
+  init: str
+  output_bias: str
 
   def optimizer(self, learning_rate=None, weight_decay=None):
     return make_optimizer(self.optimizer_config, self.steps_per_epoch, self.total_steps,
@@ -207,4 +216,5 @@ def build_trainer(configs: Sequence, dataset) -> Trainer:
     objectives.check_free_bits(terms)
   return Trainer(model=model, per_example=per_example, steps_per_epoch=steps_per_epoch,
                  total_steps=steps_per_epoch * config.training.num_epochs, free_bits=free_bits,
-                 dynamic_binarization=dataset.dynamic, optimizer_config=config.optimizer)
+                 dynamic_binarization=dataset.dynamic, optimizer_config=config.optimizer,
+                 init=config.model.init, output_bias=config.model.output_bias)

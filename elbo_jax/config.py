@@ -41,6 +41,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.channels = (32, 64)       # conv only
   c.model.latent2_dim = 50          # two_layer only: z2 (top layer); latent_dim is z1
   c.model.hidden2 = (100, 100)      # two_layer only
+  # How the weights start: default (Flax's) | glorot | normal (elbo_jax.initialization).
+  c.model.init = "default"
+  c.model.output_bias = "zero"      # zero | data_mean: logit of the training mean (bernoulli)
 
   c.likelihood = ml_collections.ConfigDict()
   c.likelihood.name = "bernoulli"   # bernoulli | gaussian | continuous_bernoulli | ...
@@ -70,12 +73,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.objective.free_bits = 0.0       # nats per latent dimension (batch-averaged); 0 = off
 
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adam"         # adam | adamw | sgd | adam_normgrad (Tomczak & Welling)
+  c.optimizer.name = "adam"         # adam | adamw | sgd | adagrad | adam_normgrad
   c.optimizer.learning_rate = 1e-3
   c.optimizer.b1 = 0.9
   c.optimizer.b2 = 0.999
   c.optimizer.eps = 1e-8
-  c.optimizer.weight_decay = 0.0    # adamw only
+  c.optimizer.weight_decay = 0.0    # adamw (decoupled) and adagrad (L2 on the gradient) only
   c.optimizer.schedule = "constant"  # constant | cosine | burda
   c.optimizer.warmup_steps = 0
   c.optimizer.clip_norm = 0.0       # global-norm clipping; 0 = off

@@ -10,6 +10,9 @@ utils/optimizer.py): Adam on each parameter tensor's gradient divided by (its L2
 Their PyTorch Adam adds `eps` to sqrt(v) before the bias correction, optax after it: the
 denominators differ by at most eps / sqrt(1 - b2^t) (3e-7 at the first step for eps = 1e-8),
 far below a normalised gradient's entries.
+
+`weight_decay` is read by "adamw" (decoupled, scaled by the rate) and "adagrad" (an L2 penalty
+added to the gradient); the others ignore it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ OPTIMIZERS.register("adam_normgrad")(
     lambda c, lr, wd: optax.chain(normalize_per_tensor(),
                                   optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps)))
 OPTIMIZERS.register("sgd")(lambda c, lr, wd: optax.sgd(lr, momentum=c.b1 or None))
+# Duchi et al.'s Adagrad, its sum of squared gradients started at zero, on the gradient of the loss
+# plus wd/2 |params|^2: an L2 penalty (as Kingma & Welling 2013's weight decay), not decoupled.
+OPTIMIZERS.register("adagrad")(
+    lambda c, lr, wd: optax.chain(optax.add_decayed_weights(wd),
+                                  optax.adagrad(lr, initial_accumulator_value=0.0, eps=c.eps)))
 
 BURDA_STAGES = 8
 

@@ -85,6 +85,18 @@ def grid(field: str, values: Sequence, name: str | None = None) -> tuple:
   return axis(short, [(f"{short}={v}", {field: v}) for v in values])
 
 
+def variant_error(config_file: str, arg: Any, allowed: Sequence[str]) -> ValueError:
+  """The one-line error of an ablation config asked for a variant it does not have.
+
+  `paper` names only a paper's protocol; where a config has none, its long run is `full` (it was
+  called `paper` before 0.2.0), and the error says so.
+  """
+  if arg == "paper" and "paper" not in allowed and "full" in allowed:
+    return ValueError(f"{config_file}: variant 'paper' is now 'full' (our long protocol, not a "
+                      "paper's)")
+  return ValueError(f"{config_file}: unknown variant {arg!r}; allowed: {', '.join(allowed)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Cell:
   """One point of the ablation: name "v1-v2-...", labels {axis: value name}, overrides."""

@@ -95,19 +95,28 @@ def _data_variant(data: dict) -> str:
       f"preprocessing {data.get('preprocessing')}")
 
 
+def _code(code: dict | None) -> str:
+  if not code:
+    return "elbo_jax before 0.2.0 (no version recorded)"
+  return f"elbo_jax {code.get('elbo_jax_version')} at commit {str(code.get('git_commit'))[:7]}"
+
+
 def header(ablation, specs, workdir: str) -> list[str]:
-  """What the table's numbers mean: command, base schedule, data, evaluation, seeds, wall time."""
+  """What the table's numbers mean: command, base schedule, data, evaluation, the code version,
+  seeds, wall time."""
   base = ablation.base
   stored = io.read_json(os.path.join(workdir, "ablation.json")) if os.path.exists(
       os.path.join(workdir, "ablation.json")) else {}
   lines = [f"# {ablation.name}", "", ablation.description, ""]
   if stored.get("command"):
     lines.append(f"Command: `{stored['command']}`")
-  opt, training = base.optimizer, base.training
+  opt, training, model = base.optimizer, base.training, base.model
+  bias = ", output bias at the logit of the training mean" * (model.output_bias == "data_mean")
   lines.append(
       f"Base config: `{ablation.base_config or 'inline'}`; schedule: {training.num_epochs} epochs "
       f"at batch {training.batch_size}, {opt.name} learning rate {opt.learning_rate:g} "
-      f"({opt.schedule}); cells override it as listed below the table.")
+      f"({opt.schedule}), {model.init} initialisation{bias}; cells override it as listed below "
+      "the table.")
   done = _done_results(specs)
   if done:
     data, test = done[0]["data"], done[0]["test"]
@@ -123,6 +132,9 @@ def header(ablation, specs, workdir: str) -> list[str]:
         f"Evaluation: log-likelihood with K={test['num_importance_samples']} importance samples "
         f"on {'the first ' if subset != sizes.get('test') else ''}{subset} of "
         f"{sizes.get('test')} test images; ELBO, its terms and active units on {elbo_n}.")
+    # The version that made the numbers, per run (a resumed sweep may span commits).
+    codes = "; ".join(dict.fromkeys(_code(r.get("code")) for r in done))
+    lines.append(f"Code: {codes} (CHANGELOG.md lists the changes that move numbers).")
   lines.append(f"Mean ± std (sample std) over seeds {', '.join(map(str, ablation.seeds))}.")
   log = os.path.join(workdir, "sweep_log.jsonl")
   if os.path.exists(log):

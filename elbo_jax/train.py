@@ -37,7 +37,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from elbo_jax import batching, objectives, report, xla
+from elbo_jax import batching, initialization, objectives, report, xla
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
 from elbo_jax import mesh as mesh_lib
@@ -92,10 +92,19 @@ def split_seed(seed: int) -> dict:
   return dict(zip(names, jax.random.split(jax.random.key(seed), len(names))))
 
 
-def create_train_state(model, optimizer, example, key) -> TrainState:
-  """Initialises parameters from one example x: [*data_shape] and the optimiser state."""
+def create_train_state(model, optimizer, example, key, init: str = "default",
+                       output_bias=None) -> TrainState:
+  """Initialises parameters from one example x: [*data_shape] and the optimiser state.
+
+  init: `model.init`, the weights' scheme (`elbo_jax.initialization`); output_bias: None (Flax's
+  zeros) or the decoder's output bias, [*data_shape] logits (`initialization.output_logits`).
+  """
   init_key, sample_key = jax.random.split(key)
   params = model.init(init_key, jnp.asarray(example, jnp.float32), sample_key)
+  # A stream of its own: the default scheme's parameters stay those of model.init for this key.
+  params = initialization.initialize(params, jax.random.fold_in(init_key, 1), init)
+  if output_bias is not None:
+    params = initialization.set_output_bias(model, params, output_bias)
   nan = jnp.full((), jnp.nan, jnp.float32)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=optimizer.init(params), num_skipped=jnp.zeros((), jnp.int32),
@@ -392,15 +401,20 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, positi
   # Jitted: one compilation serves every replica (op by op, an MLP's init compiles ~40 times).
   # Every process computes the same values, which makes them arrays on the whole mesh.
   replicated, by_replica = mesh_lib.sharding(mesh), mesh_lib.sharding(mesh, "replica")
-  init = jax.jit(functools.partial(create_train_state, trainer.model, trainer.optimizer()),
-                 out_shardings=replicated)
-  states = [run.start(init(dataset.train[0], split_seed(c.seed)["init"]), start)
-            for c, run, start in zip(configs, runs, starts)]
+  blocks, sizes = _training_blocks(dataset, trainer, mesh, config.training.batch_size)
+  output_bias = None
+  if trainer.output_bias == "data_mean":
+    # The mean of the whole training set, the same on every process (see block_mean).
+    output_bias = jax.jit(lambda b, s: initialization.output_logits(batching.block_mean(b, s)),
+                          out_shardings=replicated)(blocks, sizes)
+  init = jax.jit(functools.partial(create_train_state, trainer.model, trainer.optimizer(),
+                                   init=trainer.init), out_shardings=replicated)
+  states = [run.start(init(dataset.train[0], split_seed(c.seed)["init"], output_bias=output_bias),
+                      start) for c, run, start in zip(configs, runs, starts)]
   trackers = [_tracker(c, run.workdir, spe, start) for c, run, start in zip(configs, runs, starts)]
   state = jax.jit(lambda *states: _stack(states), out_shardings=by_replica)(*states)
   hp = jax.jit(lambda: _stack([hyperparameters(c, trainer) for c in configs]),
                out_shardings=by_replica)()
-  blocks, sizes = _training_blocks(dataset, trainer, mesh, config.training.batch_size)
   chunk_fn = make_train_chunk(trainer, mesh, num_replicas)
   test = report.eval_data(dataset, dataset.test, jax.random.key(config.eval.seed))
   validators = [report.make_validator(c, dataset, report.eval_data(

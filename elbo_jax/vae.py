@@ -13,6 +13,9 @@ Protocol (x: one example, [*data_shape]; D latents; S samples):
   likelihood_log_prob(z, x) -> [...]     log p(x|z), summed over the data dimensions
   kl_analytic(q) -> (kl, kl_per_dim)     closed-form KL(q || p); `has_analytic_kl` says if it exists
   decode(z) -> raw likelihood parameters; sample_prior(key, n) -> z: [n, D]
+  output_bias_path                       names in params["params"] of the bias of the raw
+                                         likelihood parameters, one per value (`elbo_jax.
+                                         initialization.set_output_bias`)
   inference_modules, generative_modules   names of the top-level submodules (keys of
                                          params["params"]) holding q's and p's parameters;
                                          `split_params` partitions a params or gradient pytree
@@ -54,6 +57,12 @@ class VAE(nn.Module):
   @property
   def latent_dim(self) -> int:
     return self.posterior.latent_dim
+
+  @property
+  def output_bias_path(self) -> tuple:
+    """Where the likelihood parameters' bias sits in params["params"] (a per-value bias: the MLP
+    decoder's final Dense)."""
+    return ("decoder", self.decoder.output_layer, "bias")
 
   @property
   def has_flow_posterior(self) -> bool:

@@ -14,6 +14,7 @@ from matplotlib import image
 
 from configs.ablations import bounds, latent_size, likelihoods, posteriors, priors
 from elbo_jax import ablation_plots, io, sweep, tables
+from elbo_jax import config as config_lib
 from elbo_jax.ablation_plots.bars import value_limits
 from elbo_jax.ablation_plots.curves import examples_seen
 from elbo_jax.registry import ConfigError
@@ -140,20 +141,34 @@ def test_model_figures_draw_one_cell_and_the_snr_rows_are_computed_once_per_opti
     assert [(r["num_samples"], r["estimator"]) for r in csv.DictReader(f)] == [("1", "dreg")]
 
 
+# The long variant of each: `paper` where it is a paper's protocol, else `full`.
+LONG_VARIANT = {"priors": "paper", "latent_size": "paper"}
+
+
 @pytest.mark.parametrize("name", ABLATIONS)
 def test_every_variant_resolves_its_cells_and_the_short_one_evaluates_a_stated_subset(name):
   module = importlib.import_module(f"configs.ablations.{name}")
-  for variant in ("smoke", "short", "paper"):
+  long_variant = LONG_VARIANT.get(name, "full")
+  for variant in ("smoke", "short", long_variant):
     ablation = module.get_config(variant)
     specs = sweep.run_specs(ablation, "/nonexistent")
     ablation_plots.check_options(ablation, specs)
     assert len({s.cell.name for s in specs}) == len(specs) // len(ablation.seeds)
   assert f"--config=configs/ablations/{name}.py:short" in module.__doc__
-  short, paper = module.get_config("short"), module.get_config("paper")
+  short, long = module.get_config("short"), module.get_config(long_variant)
   assert short.base.data.name == "mnist" and short.base.eval.num_test > 0
-  assert paper.base.eval.num_test == 0 and paper.base.eval.num_samples == 5000
+  assert long.base.eval.num_test == 0 and long.base.eval.num_samples == 5000
   with pytest.raises(ValueError, match="unknown variant 'long'"):
     module.get_config("long")
+
+
+@pytest.mark.parametrize("name", ["likelihoods", "posteriors", "bounds", "beta_rate_distortion"])
+def test_a_variant_that_is_no_papers_protocol_is_full_and_its_old_name_says_so(name):
+  module = importlib.import_module(f"configs.ablations.{name}")
+  assert config_lib.to_json(module.get_config("full")) == config_lib.to_json(module.get_config())
+  with pytest.raises(ValueError, match=f"configs/ablations/{name}.py: variant 'paper' is now "
+                                       "'full' \\(our long protocol, not a paper's\\)$"):
+    module.get_config("paper")
 
 
 def test_the_variants_follow_the_papers_settings():
@@ -165,6 +180,14 @@ def test_the_variants_follow_the_papers_settings():
   kingma = latent_size.get_config("paper")
   assert kingma.base.training.num_epochs * 59_600 >= 10**8 and kingma.base.model.hidden == (500,)
   assert [c.overrides["model.latent_dim"] for c in sweep.cells(kingma)] == [2, 3, 5, 10, 20, 200]
+  # Adagrad at one of their step sizes, an N(0, I) prior as weight decay, N(0, 0.01) weights.
+  optimizer = kingma.base.optimizer
+  assert optimizer.name == "adagrad" and optimizer.learning_rate in (0.01, 0.02, 0.1)
+  assert optimizer.weight_decay == pytest.approx(1 / 59_600) and kingma.base.model.init == "normal"
+  assert (kingma.base.training.batch_size, kingma.base.objective.num_samples) == (100, 1)
+  ours = latent_size.get_config("full")
+  assert config_lib.to_json(ours) == config_lib.to_json(latent_size.get_config())
+  assert ours.base.optimizer.name == "adam" and ours.base.model.init == "default"
   budget = {s.cell.name: s.config.objective for s in sweep.run_specs(bounds.get_config(), "/x")}
   assert {name: o.num_samples * o.num_averages for name, o in budget.items()} == dict.fromkeys(
       budget, 64)
@@ -244,6 +267,22 @@ def test_the_header_names_every_way_the_cells_prepare_their_data(tmp_path):
   header = "\n".join(tables.header(ablation, specs, str(tmp_path)))
   assert ("Data: mnist (dynamic: Bernoulli(x) redrawn; preprocessing float; preprocessing uint8; "
           "split burda: 59600 / 400 / 10000).") in header
+
+
+def test_the_header_names_the_version_and_commit_that_made_the_numbers(tmp_path):
+  ablation = _one_cell(axes=(sweep.grid("model.latent_dim", (2, 3, 4)),))
+  specs = sweep.run_specs(ablation, str(tmp_path))
+  codes = [{"elbo_jax_version": "0.2.0", "git_commit": "8a4f5ba0123"}, None,
+           {"elbo_jax_version": "0.2.0", "git_commit": "8a4f5ba0123"}]
+  for spec, code in zip(specs, codes):
+    os.makedirs(spec.workdir)
+    io.write_json_atomic(os.path.join(spec.workdir, "results.json"), {
+        "data": {"name": "digits", "sizes": {"test": 297}}, "code": code,
+        "test": {"num_examples": 297, "num_importance_samples": 50}})
+  header = tables.header(ablation, specs, str(tmp_path))
+  assert "(constant), default initialisation; cells override it" in header[4]
+  assert ("Code: elbo_jax 0.2.0 at commit 8a4f5ba; elbo_jax before 0.2.0 (no version recorded) "
+          "(CHANGELOG.md lists the changes that move numbers).") in header
 
 
 def test_examples_seen_is_the_step_times_the_batch_size_where_the_metric_was_logged():

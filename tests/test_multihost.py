@@ -111,6 +111,17 @@ def test_a_two_process_run_resumes_after_one_of_its_processes_is_killed(tmp_path
   _assert_same_run(straight, killed)
 
 
+def test_two_processes_start_the_output_bias_at_the_whole_training_sets_mean(tmp_path):
+  # Each process holds half the training rows; a mean over its own half would start process 0's
+  # parameters away from the one-device run's.
+  flags = ("--config.training.num_epochs=2", "--config.model.output_bias=data_mean",
+           "--config.model.init=glorot")
+  two_processes = str(tmp_path / "two_processes")
+  _wait(_two_processes(two_processes, *flags))
+  _train(tmp_path / "one_device", *flags)
+  _assert_same_run(two_processes, str(tmp_path / "one_device"))
+
+
 @pytest.mark.parametrize("devices", [2, 8])
 def test_the_test_log_likelihood_is_the_same_sharded_over_devices(tmp_path, devices):
   one = str(tmp_path / "one")

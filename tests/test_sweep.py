@@ -13,6 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from elbo_jax import config as config_lib
 from elbo_jax import io, sweep, train
 from elbo_jax.registry import ConfigError
 from tests.conftest import tiny_config
@@ -79,6 +80,8 @@ def test_the_burda_paper_variant_has_both_rows_all_six_columns_and_the_published
   assert (two_layer_k50.model.name, two_layer_k50.model.latent_dim, two_layer_k50.model.latent2_dim,
           two_layer_k50.objective.num_samples) == ("two_layer", 100, 50, 50)
   assert two_layer_k50.training.num_epochs == 3280 and two_layer_k50.training.batch_size == 20
+  assert (two_layer_k50.model.init, two_layer_k50.optimizer.b1) == ("glorot", 0.9)
+  assert config_lib.to_json(burda_table1.get_config("paper")) == config_lib.to_json(ablation)
   assert dict(ablation.references["2-iwae_k50"]) == {"nll": 82.90}
 
 
@@ -175,6 +178,17 @@ def test_a_sweep_recorded_before_a_config_field_existed_still_resumes(tmp_path):
     ablation.base.training.early_stopping_patience = 5
   with pytest.raises(ConfigError, match="differs in: training.early_stopping_patience"):
     sweep.check_identity(ablation, str(tmp_path), sweep.run_specs(ablation, str(tmp_path)))
+
+
+def test_a_workdir_recorded_before_a_config_field_existed_is_the_same_ablation(tmp_path):
+  workdir = str(tmp_path)
+  sweep.run(_ablation(seeds=(0,)), workdir)
+  path = tmp_path / "ablation.json"
+  stored = io.read_json(path)
+  for run in stored["runs"].values():  # as written before model.init and output_bias existed
+    del run["model"]["init"], run["model"]["output_bias"]
+  io.write_json_atomic(path, stored)
+  sweep.run(_ablation(seeds=(0,)), workdir, table_only=True)
 
 
 @pytest.mark.parametrize("fields,message", [

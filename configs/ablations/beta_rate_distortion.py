@@ -12,7 +12,7 @@ KL term as a regulariser on how much the latents may carry, measured.
       --workdir=runs/beta_rd --config.base.data.path=../shared/data/mnist.pkl.gz
 
 Variants: `smoke` (digits, seconds; the tests), `short` (MNIST, 30 epochs, under an hour on a
-2-core CPU), default: the base's 450-epoch schedule (configs/mnist_vae.py).
+2-core CPU), `full` (the default): the base's 450-epoch schedule (configs/mnist_vae.py).
 """
 
 from configs import digits_vae, mnist_vae
@@ -34,7 +34,7 @@ def get_config(arg=None):
   if arg == "smoke":
     c.base_config = "configs/digits_vae.py:smoke"
     c.base = digits_vae.get_config("smoke")
-  elif arg in ("short", None):
+  elif arg in ("short", "full", None):
     c.base_config = "configs/mnist_vae.py"
     c.base = mnist_vae.get_config()
     if arg == "short":
@@ -43,6 +43,6 @@ def get_config(arg=None):
         c.base.eval.num_samples = 1000
         c.base.eval.num_test = 1000
   else:
-    raise ValueError(f"configs/ablations/beta_rate_distortion.py: unknown variant {arg!r}; "
-                     "allowed: smoke, short")
+    raise sweep.variant_error("configs/ablations/beta_rate_distortion.py", arg,
+                              ("smoke", "short", "full"))
   return c

@@ -73,6 +73,7 @@ class TwoLayerVAE(nn.Module):
   # See the protocol in `elbo_jax.vae`: q(z1|x), q(z2|z1) infer; p(z1|z2) and the decoder generate.
   inference_modules = ("q_z1", "q_z2")
   generative_modules = ("p_z1", "decoder_mlp", "decoder_out", "likelihood")
+  output_bias_path = ("decoder_out", "bias")  # the likelihood parameters' bias (model.output_bias)
 
   def setup(self):
     self.q_z1 = GaussianHead(self.hidden1, self.latent1, self.activation, self.dtype)

@@ -82,6 +82,8 @@ class MLPDecoder(nn.Module):
     hidden, activation, gated, dtype: see `MLP`.
   """
 
+  output_layer = "Dense_0"  # Flax's name for the final layer, whose bias `model.output_bias` sets
+
   out_shape: tuple
   hidden: tuple = (200, 200)
   activation: str = "tanh"
