@@ -97,6 +97,13 @@ def test_every_shape_stays_inside_the_image():
   assert border.sum() == 0
 
 
+@pytest.mark.parametrize("resolution", [8, 16])
+def test_every_sprite_shows_at_coarse_resolutions(resolution):
+  # The smallest shapes at every angle and a spread of positions: none renders empty.
+  f = sprites.factor_grid(strides=(1, 5, 1, 3, 3))
+  assert np.all(sprites.render(f, resolution).sum((1, 2, 3)) > 0)
+
+
 def test_factor_grid_enumerates_and_subsamples():
   full = sprites.factor_grid()
   assert full.shape == (3 * 6 * 40 * 32 * 32, 5)

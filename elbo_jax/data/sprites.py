@@ -5,9 +5,11 @@ The factors and their sizes follow dSprites (Matthey et al. 2017):
   (so index 0 and 39 are the same angle, as in dSprites), pos_x and pos_y linspace(0, 1, 32).
 Images are drawn here rather than loaded, at any resolution (e.g. 16 or 32 pixels for CPU runs,
 64 for dSprites' own size), by testing each pixel centre against the shape's implicit equation in
-its own rotated, scaled frame. pos_x moves the shape right (columns), pos_y moves it down (rows);
-orientation turns it counter-clockwise on screen. Positions span the image minus a margin that
-keeps every shape, at every scale and angle, inside it. Everything is numpy and deterministic.
+its own rotated, scaled frame; the pixel holding the shape's centre is always on, so a shape
+smaller than a pixel at a coarse resolution still shows. pos_x moves the shape right (columns),
+pos_y moves it down (rows); orientation turns it counter-clockwise on screen. Positions span the
+image minus a margin that keeps every shape, at every scale and angle, inside it. Everything is
+numpy and deterministic.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 FACTOR_NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y")
 FACTOR_SIZES = (3, 6, 40, 32, 32)
 SHAPES = ("square", "ellipse", "heart")
-HALF_SIZE = 0.12  # a scale-1 shape's half-width, as a fraction of the image side
+HALF_SIZE = 0.15  # a scale-1 shape's half-width, as a fraction of the image side
 # The farthest point of any shape from its centre is the square's corner, sqrt(2) half-widths.
 MARGIN = HALF_SIZE * np.sqrt(2.0) + 0.02
 _CHUNK = 2048  # images rendered at a time, bounding the [chunk, H, W] temporaries
@@ -81,6 +83,8 @@ def render(factors, resolution=32):
     for s in range(len(SHAPES)):
       mask = shape[sl] == s
       images[sl][mask] = _inside(s, u[mask], v[mask])
+  pixel = np.minimum((np.stack([cy, cx], -1) * resolution).astype(np.int64), resolution - 1)
+  images[np.arange(len(shape)), pixel[:, 0], pixel[:, 1]] = 1.0
   return images[..., None]
 
 
