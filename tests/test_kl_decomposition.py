@@ -57,10 +57,16 @@ def _correlated_prior():
   return lambda z: log_norm - 0.5 * z @ jnp.asarray(prec, z.dtype) @ z
 
 
-def test_closed_form_terms_match_linear_gaussian_encoder():
-  n = 2000
-  means, log_scales = _linear_gaussian_posteriors(n)
+@pytest.fixture(scope="module")
+def linear_gaussian_terms():
+  """Posteriors of 2,000 whitened x and the per-sample terms at 2 samples each."""
+  means, log_scales = _linear_gaussian_posteriors(2000)
   samples = kd.decomposition_samples(jax.random.PRNGKey(0), means, log_scales, num_samples=2)
+  return means, log_scales, samples
+
+
+def test_closed_form_terms_match_linear_gaussian_encoder(linear_gaussian_terms):
+  _, _, samples = linear_gaussian_terms
   expected = _closed_form()
   for name, value in expected.items():
     est = np.asarray(samples[name], np.float64)
@@ -84,9 +90,8 @@ def test_terms_sum_to_average_kl_per_sample(use_correlated_prior):
   assert (abs(coupling) > 0.01) if use_correlated_prior else coupling == 0.0
 
 
-def test_monte_carlo_average_kl_matches_analytic_kl():
-  means, log_scales = _linear_gaussian_posteriors(500, seed=2)
-  est = kd.decomposition_samples(jax.random.PRNGKey(2), means, log_scales, num_samples=8)
+def test_monte_carlo_average_kl_matches_analytic_kl(linear_gaussian_terms):
+  means, log_scales, est = linear_gaussian_terms
   analytic = jnp.mean(
       jnp.sum(distributions.kl_diag_normal(means, log_scales, 0.0, 0.0), -1))
   stderr = float(jnp.std(est["avg_kl"])) / math.sqrt(est["avg_kl"].size)
