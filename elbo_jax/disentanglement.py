@@ -221,6 +221,9 @@ def factor_vae_score(rng, sample_factors, observe, batch_size=64, num_train=1000
   num_eval fresh votes. Returns {'train_accuracy', 'eval_accuracy', 'num_active_dims'}; chance
   is 1 / K, and a representation with no active code scores 0.
   """
+  if batch_size < 2 or num_variance_estimate < 2:
+    raise ValueError(f"batch_size and num_variance_estimate must be >= 2 (variances); got "
+                     f"{batch_size} and {num_variance_estimate}")
   factors = np.asarray(sample_factors(rng, num_variance_estimate))
   sample = _observe_batches(observe, factors[None])[0]
   scale = np.sqrt(np.var(sample, axis=0, ddof=1))

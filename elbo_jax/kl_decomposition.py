@@ -122,6 +122,9 @@ def decomposition_samples(key, means, log_scales, log_prior_per_dim=standard_nor
 def decompose_kl(key, means, log_scales, **kwargs):
   """The ELBO-surgery estimates {name: scalar} (means of `decomposition_samples`, same args)."""
   _check_posteriors(means, log_scales)
+  for name in ("num_samples", "chunk_size"):
+    if kwargs.get(name, 1) < 1:
+      raise ValueError(f"{name} must be a positive integer; got {kwargs[name]}")
   samples = decomposition_samples(key, means, log_scales, **kwargs)
   return {name: jnp.mean(value) for name, value in samples.items()}
 

@@ -203,6 +203,8 @@ def test_sprite_factors_read_by_a_handmade_encoder():
     (lambda: dm.mig(np.zeros((5, 2)), np.zeros((5, 2))), "integer"),
     (lambda: dm.mig(np.zeros((5, 1)), np.zeros((5, 2), int)), "at least 2"),
     (lambda: dm.dci(*(np.zeros((5, 2), int),) * 4, importance="lasso"), "importance must be"),
+    (lambda: dm.factor_vae_score(np.random.default_rng(0), sample_factors, identity,
+                                 batch_size=1), "batch_size and num_variance_estimate"),
 ])
 def test_bad_input_is_rejected(call, match):
   with pytest.raises(ValueError, match=match):

@@ -118,9 +118,22 @@ def test_chunked_equals_unchunked():
     np.testing.assert_allclose(chunked[name], full[name], rtol=1e-5, atol=1e-5)
 
 
-def test_decompose_kl_rejects_mismatched_shapes():
+def test_decompose_kl_rejects_bad_input():
+  key = jax.random.PRNGKey(0)
   with pytest.raises(ValueError, match="means and log_scales"):
-    kd.decompose_kl(jax.random.PRNGKey(0), jnp.zeros((3, 2)), jnp.zeros((3, 3)))
+    kd.decompose_kl(key, jnp.zeros((3, 2)), jnp.zeros((3, 3)))
+  with pytest.raises(ValueError, match="chunk_size must be"):
+    kd.decompose_kl(key, jnp.zeros((3, 2)), jnp.zeros((3, 2)), chunk_size=0)
+
+
+def test_decompose_kl_averages_the_samples():
+  means, log_scales = _linear_gaussian_posteriors(50, seed=8)
+  key = jax.random.PRNGKey(8)
+  terms = kd.decompose_kl(key, means, log_scales, chunk_size=64)
+  samples = kd.decomposition_samples(key, means, log_scales, chunk_size=64)
+  assert set(terms) == set(kd.TERMS)
+  for name in kd.TERMS:
+    np.testing.assert_allclose(terms[name], jnp.mean(samples[name]), rtol=1e-6)
 
 
 def _all_batch_estimates(z_i, i, means, log_scales, batch_size, method):
