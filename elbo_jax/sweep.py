@@ -338,8 +338,8 @@ def run(ablation, workdir: str, *, extra: Sequence[Cell] = (), table_only: bool 
 def _train(ablation, workdir: str, specs, groups, datasets: dict, write: bool) -> None:
   """Trains the groups in order, rewriting the sweep's outputs after each."""
   progress = ablation.base.training.progress
-  untrained = sum(len(g) for g in groups)
-  with tqdm(total=len(specs), initial=len(specs) - untrained, unit="run", desc=ablation.name,
+  to_train = sum(len(g) for g in groups)
+  with tqdm(total=len(specs), initial=len(specs) - to_train, unit="run", desc=ablation.name,
             position=0, disable=not progress, dynamic_ncols=True) as bar:
     for group in groups:
       data_key = _data_key(group[0])
