@@ -356,9 +356,10 @@ def test_the_header_names_the_package_version_and_commit_even_for_older_results(
   os.remove(os.path.join(workdir, "cells", "c", "seed-0", "run_info.json"))
   sweep.run(_ablation(seeds=(0,)), workdir, table_only=True)
   table = open(os.path.join(workdir, "table.md")).read()
+  info = io.read_json(os.path.join(workdir, "cells", "beta=0.5", "seed-0", "run_info.json"))
   installed = importlib.metadata.version("elbo_jax")
-  assert (f"Code: elbo_jax {installed}, commit {commit[:7]} (2 runs); elbo_jax (version "
-          "unrecorded), commit unrecorded (1 run).") in table
+  assert (f"Code: elbo_jax {installed}, commit {info['git_commit'][:7]} (2 runs); elbo_jax "
+          "(version unrecorded), commit unrecorded (1 run).") in table
   assert "| c |" in table
 
 
