@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -45,6 +46,25 @@ def atomic_writer(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
     raise
+
+
+# atomic_writer's temporary files: ".<name>.<32 hex digits>.tmp".
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
+
+
+def remove_temporaries(directory: str | os.PathLike) -> list[str]:
+  """Removes the temporary files that writers killed mid-write (SIGKILL, power loss) left in
+  `directory`; returns their names. Call it only while holding the directory's lock, so no live
+  writer's file is taken."""
+  removed = []
+  with contextlib.suppress(FileNotFoundError):
+    for name in sorted(os.listdir(directory)):
+      path = os.path.join(directory, name)
+      if _TEMPORARY.match(name) and os.path.isfile(path):
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(path)
+          removed.append(name)
+  return removed
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

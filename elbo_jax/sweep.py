@@ -13,7 +13,10 @@ ordinary run directory, `<workdir>/cells/<cell>/seed-<s>/`, that `experiments.ev
              "none": one run at a time.
 
 Running the same command again skips finished runs, resumes killed ones from their checkpoints,
-and trains only what was added; a workdir holding a different ablation is refused.
+and trains only what was added; cells added with --cell are recorded and kept. A run that has
+trained keeps its config (a workdir holding a different ablation, or other configs for trained
+runs, is refused); a run that has not, or that failed, takes the config it is now given
+(`sweep_workdir`). Failed runs are otherwise not trained again unless asked (`retry_failed`).
 """
 
 from __future__ import annotations
@@ -25,13 +28,13 @@ import itertools
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import ml_collections
 from tqdm import tqdm
 
-from elbo_jax import ablation_plots, build, io, objectives, snr, tables, train
+from elbo_jax import ablation_plots, build, io, objectives, snr, sweep_workdir, tables, train
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
 from elbo_jax import mesh as mesh_lib
@@ -39,17 +42,13 @@ from elbo_jax.registry import ConfigError
 from elbo_jax.workdir import FAILED_FILE, RESULTS_FILE, check_path
 
 VECTORIZE = ("auto", "all", "none")
-ABLATION_FILE = "ablation.json"
-LOG_FILE = "sweep_log.jsonl"
-# Fields of the run config that an ablation's identity ignores (they change no number).
-NOT_IDENTITY = ("training.progress", "accelerator")
 
 
 def default_config() -> ml_collections.ConfigDict:
   """The fields of an ablation config; `base` is a full run config (e.g. mnist_vae.get_config())."""
   c = ml_collections.ConfigDict()
   c.name = ""
-  c.description = ""
+  c.description = ""        # under the table's title; "{K}" there becomes the evaluation's K
   c.base_config = ""        # the configs/ file the base came from, for the table's header
   c.base = ml_collections.ConfigDict()
   c.axes = ()
@@ -57,6 +56,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.metrics = ("log_likelihood", "elbo", "active_units")
   c.references = {}         # {cell name: {metric: published value}}
   c.reference_source = ""   # where the references come from, printed under the table
+  # What the references were measured on, as a run's results.json records it, e.g. {"data":
+  # {"name": "mnist"}, "test": {"num_importance_samples": 5000}}: a cell shows its references
+  # only where its finished runs match (a smoke run on digits gets none). {} = always shown.
+  c.reference_setup = {}
   c.notes = ""              # markdown printed under the table, e.g. which numbers compare
   c.vectorize = "auto"
   c.max_replicas = 0        # most runs in one vectorised group; 0 = no limit
@@ -213,52 +216,16 @@ def run_specs(ablation, workdir: str, extra: Sequence[Cell] = ()) -> list[RunSpe
   return specs
 
 
-def check_identity(ablation, workdir: str, specs: Sequence[RunSpec]) -> None:
-  """Refuses a workdir holding another ablation, or the same cells with other configs.
-
-  New cells and seeds are welcome; so are changed metrics, references and figures (they change
-  no run).
-  """
-  path = os.path.join(workdir, ABLATION_FILE)
-  if not os.path.exists(path):
-    return
-  stored = io.read_json(path)
-  if stored.get("name") != ablation.name:
-    raise ConfigError(f"--workdir={workdir!r} holds ablation {stored.get('name')!r}, not "
-                      f"{ablation.name!r}; use a new --workdir")
-  for spec in specs:
-    before = stored["runs"].get(os.path.relpath(spec.workdir, workdir))
-    if before is None:
-      continue
-    # A field added to the default config since the sweep was recorded takes its default.
-    differing = config_lib.differences(config_lib.with_defaults(before),
-                                       config_lib.to_json(spec.config),
-                                       ignore=NOT_IDENTITY)
-    if differing:
-      raise ConfigError(
-          f"--workdir={workdir!r} holds ablation {ablation.name!r} with a different config "
-          f"(cell {spec.cell.name!r} differs in: {', '.join(differing)}); use a new --workdir")
-
-
-def record_identity(ablation, workdir: str, specs: Sequence[RunSpec], command: str) -> None:
-  """Writes ablation.json: the ablation, every run's resolved config, the command that ran it."""
-  path = os.path.join(workdir, ABLATION_FILE)
-  stored = io.read_json(path) if os.path.exists(path) else {"runs": {}}
-  stored["name"] = ablation.name
-  stored["command"] = command
-  stored["ablation"] = config_lib.to_json(
-      {k: v for k, v in ablation.to_dict().items() if k != "base"})
-  for spec in specs:
-    stored["runs"][os.path.relpath(spec.workdir, workdir)] = config_lib.to_json(spec.config)
-  io.write_json_atomic(path, stored)
-
-
-def plan_groups(specs: Sequence[RunSpec], vectorize: str, max_replicas: int) -> list[list[RunSpec]]:
-  """The pending runs in groups that train as one program each, in order of first appearance."""
+def plan_groups(specs: Sequence[RunSpec], vectorize: str, max_replicas: int, *,
+                retrain: Collection[str] = (), fresh: Collection[str] = ()
+                ) -> list[list[RunSpec]]:
+  """The runs to train in groups that train as one program each, in order of first appearance:
+  the pending ones and those whose workdir is in `retrain` (failed runs to train again; those in
+  `fresh` are discarded first, so they start from scratch)."""
   if vectorize not in VECTORIZE:
     raise ConfigError(f"ablation vectorize={vectorize!r} is not known; allowed values: "
                       f"{', '.join(VECTORIZE)}")
-  pending = [s for s in specs if s.status == "pending"]
+  pending = [s for s in specs if s.status == "pending" or s.workdir in retrain]
   if vectorize == "none":
     return [[s] for s in pending]
   if vectorize == "all" and pending:
@@ -270,7 +237,8 @@ def plan_groups(specs: Sequence[RunSpec], vectorize: str, max_replicas: int) -> 
     by_key.setdefault(key, []).append(s)
   groups = []
   for members in by_key.values():
-    for step, indices in train.plan_resume([_checkpoint_steps(m.workdir) for m in members]):
+    steps = [[] if m.workdir in fresh else _checkpoint_steps(m.workdir) for m in members]
+    for step, indices in train.plan_resume(steps):
       del step
       subgroup = [members[i] for i in indices]
       size = max_replicas or len(subgroup)
@@ -290,11 +258,59 @@ def _group_label(group: Sequence[RunSpec]) -> str:
   return first if len(group) == 1 else f"{first} +{len(group) - 1} vectorised"
 
 
+def with_added_cells(stored: dict, extra: Sequence[Cell]) -> list[Cell]:
+  """The cells earlier commands added with --cell (recorded in ablation.json), then `extra`; an
+  extra cell of a recorded name replaces that one in place."""
+  added = {name: Cell(name, {"cell": name}, overrides)
+           for name, overrides in sweep_workdir.added_cells(stored)}
+  for cell in extra:
+    added[cell.name] = cell
+  return list(added.values())
+
+
+def _resolve(ablation, workdir: str, stored: dict, extra: Sequence[Cell]):
+  """(the cells added with --cell, every RunSpec), with the figures' options checked."""
+  added = with_added_cells(stored, extra)
+  specs = run_specs(ablation, workdir, added)
+  ablation_plots.check_options(ablation, specs)
+  return added, specs
+
+
+def _data_key(spec: RunSpec) -> str:
+  return io.json_line(config_lib.to_json(spec.config.data))
+
+
+def _in_cell(cell: Cell, fn, *args):
+  """fn(*args), its ConfigError naming `cell`."""
+  try:
+    return fn(*args)
+  except ConfigError as e:
+    raise ConfigError(f"ablation cell {cell.name!r}: {e}") from None
+
+
+def check_with_data(groups: Sequence[Sequence[RunSpec]]) -> dict[str, Any]:
+  """Loads every data set the groups train on and checks each of their cells against it (the
+  model on the data, devices), so a cell that only the data make invalid is refused, by name,
+  before the first run starts. Returns {data key: data set} for the first group's data, the
+  last one loaded (one data set is held at a time)."""
+  by_data: dict[str, list[RunSpec]] = {}
+  for spec in (s for group in groups for s in group):
+    by_data.setdefault(_data_key(spec), []).append(spec)
+  loaded: dict[str, Any] = {}
+  for key, members in reversed(by_data.items()):
+    loaded = {key: _in_cell(members[0].cell, data_lib.load, members[0].config.data)}
+    for spec in {s.cell.name: s for s in members}.values():
+      _in_cell(spec.cell, train.check_group, [spec.config], loaded[key])
+  return loaded
+
+
 def run(ablation, workdir: str, *, extra: Sequence[Cell] = (), table_only: bool = False,
-        command: str = "") -> list[dict]:
+        retry_failed: bool = False, command: str = "") -> list[dict]:
   """Trains and evaluates what is missing, then writes results.csv, table.md and the figures.
 
-  Returns the rows of results.csv. Everything is checked before the first run starts.
+  Returns the rows of results.csv. Everything is checked before the first run starts, the data
+  set dependent checks under the sweep's lock. Failed runs are retried only with `retry_failed`
+  or once their cell's config changed.
   """
   workdir = check_path(workdir)
   if ablation.vectorize not in VECTORIZE:
@@ -302,34 +318,51 @@ def run(ablation, workdir: str, *, extra: Sequence[Cell] = (), table_only: bool 
                       f"{', '.join(VECTORIZE)}")
   for name in ablation.metrics:
     tables.METRICS.get(name)
-  specs = run_specs(ablation, workdir, extra)
-  ablation_plots.check_options(ablation, specs)
-  check_identity(ablation, workdir, specs)
-  # Several processes train each group together; process 0 writes the sweep's files.
+  # Several processes train each group together; process 0 locks and writes the sweep's files.
   write = mesh_lib.is_primary()
+  stored = sweep_workdir.read(workdir)
   if table_only:
+    if not stored:
+      raise ConfigError(f"--workdir={workdir!r} holds no ablation (no "
+                        f"{sweep_workdir.ABLATION_FILE}); check the path, or leave out "
+                        "--table_only to train it")
+    _, specs = _resolve(ablation, workdir, stored, extra)
+    sweep_workdir.changed_runs(ablation, stored, workdir, specs)
     return tables.write_outputs(ablation, workdir, specs) if write else []
-  groups = plan_groups(specs, ablation.vectorize, ablation.max_replicas)
-  if write:
-    os.makedirs(workdir, exist_ok=True)
-    record_identity(ablation, workdir, specs, command)
-  datasets: dict[str, Any] = {}
+  _resolve(ablation, workdir, stored, extra)  # the configs alone, before the workdir is made
+  with sweep_workdir.locked(workdir, enabled=write):
+    stored = sweep_workdir.read(workdir)  # as the lock's previous holder left it
+    added, specs = _resolve(ablation, workdir, stored, extra)
+    changed = sweep_workdir.changed_runs(ablation, stored, workdir, specs)
+    retrain = {s.workdir for s in changed} | (
+        {s.workdir for s in specs if s.status == "failed"} if retry_failed else set())
+    groups = plan_groups(specs, ablation.vectorize, ablation.max_replicas, retrain=retrain,
+                         fresh={s.workdir for s in changed})
+    datasets = check_with_data(groups)
+    if write:
+      io.remove_temporaries(workdir)  # left by a runner killed mid-write
+      sweep_workdir.discard(changed)
+      sweep_workdir.record(ablation, workdir, specs, added, command)
+    _train(ablation, workdir, specs, groups, datasets, write)
+    return tables.write_outputs(ablation, workdir, specs) if write else []
+
+
+def _train(ablation, workdir: str, specs, groups, datasets: dict, write: bool) -> None:
+  """Trains the groups in order, rewriting the sweep's outputs after each."""
   progress = ablation.base.training.progress
-  done = sum(s.status != "pending" for s in specs)
-  with tqdm(total=len(specs), initial=done, unit="run", desc=ablation.name, position=0,
-            disable=not progress, dynamic_ncols=True) as bar:
+  to_train = sum(len(g) for g in groups)
+  with tqdm(total=len(specs), initial=len(specs) - to_train, unit="run", desc=ablation.name,
+            position=0, disable=not progress, dynamic_ncols=True) as bar:
     for group in groups:
-      data_key = io.json_line(config_lib.to_json(group[0].config.data))
+      data_key = _data_key(group[0])
       if data_key not in datasets:
         datasets = {data_key: data_lib.load(group[0].config.data)}  # keep one in memory
+      resumed = [s for s in group if _checkpoint_steps(s.workdir)]
       tic = time.time()
       train.train_group([s.config for s in group], [s.workdir for s in group],
                         raise_on_failure=False, desc=_group_label(group),
                         dataset=datasets[data_key], position=1)
       bar.update(len(group))
       if write:
-        io.append_jsonl(os.path.join(workdir, LOG_FILE), {
-            "runs": [os.path.relpath(s.workdir, workdir) for s in group],
-            "seconds": time.time() - tic, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        sweep_workdir.log_group(workdir, group, time.time() - tic, resumed)
         tables.write_outputs(ablation, workdir, specs)
-  return tables.write_outputs(ablation, workdir, specs) if write else []

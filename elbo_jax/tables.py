@@ -1,6 +1,7 @@
 """An ablation's outputs: results.csv (one row per cell and seed), table.md (mean +- std over seeds
-with published references), and its figures. Everything is read back from the runs' results.json,
-so `experiments.ablate --table_only` rebuilds it all from disk.
+with published references where the runs' data and evaluation are the references'), and its
+figures. Everything is read back from the runs' results.json, so `experiments.ablate
+--table_only` rebuilds it all from disk.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from elbo_jax import ablation_plots, io
+from elbo_jax import ablation_plots, io, sweep_workdir
+from elbo_jax import config as config_lib
 from elbo_jax.registry import Registry
 from elbo_jax.workdir import FAILED_FILE, RESULTS_FILE
 
@@ -23,11 +26,17 @@ FIGURES = ablation_plots.FIGURES
 
 @dataclasses.dataclass(frozen=True)
 class Metric:
-  """A column: its header and how to read it from a run's results.json (None if absent)."""
+  """A column: its header and how to read it from a run's results.json (None if absent).
+
+  bars: whether `metric_bars` draws it as bars from zero, for a magnitude whose ratios mean
+  something (a count, a KL); else as each cell's mean with a std error bar on an axis fitted to
+  the values, for a quantity whose zero lies far from its differences (log-likelihoods, ELBOs).
+  """
 
   label: str
   read: Callable[[dict], float | None]
   digits: int = 2
+  bars: bool = False
 
 
 def _test(name: str, sign: float = 1.0) -> Callable[[dict], float | None]:
@@ -39,14 +48,15 @@ METRICS.register("log_likelihood")(Metric("test log p(x)", _test("log_likelihood
 METRICS.register("nll")(Metric("test NLL", _test("log_likelihood", -1.0)))
 METRICS.register("elbo")(Metric("test ELBO", _test("elbo")))
 METRICS.register("reconstruction")(Metric("E_q log p(x|z)", _test("log_px_given_z")))
-METRICS.register("kl")(Metric("KL(q||p)", _test("kl")))
+METRICS.register("kl")(Metric("KL(q||p)", _test("kl"), bars=True))
 # Alemi et al. 2018: rate = E_x KL(q(z|x) || p(z)), distortion = -E_x E_q log p(x|z).
-METRICS.register("rate")(Metric("rate", _test("kl")))
+METRICS.register("rate")(Metric("rate", _test("kl"), bars=True))
 METRICS.register("distortion")(Metric("distortion", _test("log_px_given_z", -1.0)))
 # On the same examples: the log-likelihood may run on a subset of the test set.
 METRICS.register("gap")(Metric("log p(x) - ELBO", lambda r: r["test"]["log_likelihood"]
-                                - r["test"]["elbo_on_ll_examples"]))
-METRICS.register("active_units")(Metric("active units", _test("active_units"), digits=1))
+                                - r["test"]["elbo_on_ll_examples"], bars=True))
+METRICS.register("active_units")(Metric("active units", _test("active_units"), digits=1,
+                                        bars=True))
 METRICS.register("bpd")(Metric("bits/dim", _test("bpd"), digits=3))
 
 
@@ -88,6 +98,49 @@ def _done_results(specs) -> list[dict]:
   return [io.read_json(os.path.join(s.workdir, RESULTS_FILE)) for s in specs if s.status == "done"]
 
 
+def _lookup(results: dict, path: str):
+  """results["a"]["b"] for path "a.b"; None where it is absent."""
+  node = results
+  for part in path.split("."):
+    node = node.get(part) if isinstance(node, dict) else None
+  return node
+
+
+def references(ablation, specs) -> tuple[dict, list[str]]:
+  """The published numbers that compare with the runs, and why the others are left out.
+
+  Returns ({cell: {metric: value}}, lines for under the table). A cell's references are shown
+  once it has finished runs and every one of them recorded in its results.json the setup the
+  references were measured on (`ablation.reference_setup`, e.g. {"data": {"name": "mnist"},
+  "test": {"num_importance_samples": 5000}}): the data and evaluation the runs actually had, not
+  what a variant is called. Without a reference_setup every reference is shown.
+  """
+  refs = {cell: dict(v) for cell, v in dict(ablation.references).items()}
+  setup = config_lib.flatten(config_lib.to_json(ablation.reference_setup))
+  if not refs or not setup:
+    return refs, []
+  shown, recorded, left_out = {}, {}, []
+  order = list(dict.fromkeys(s.cell.name for s in specs))
+  for cell, values in sorted(refs.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order
+                             else len(order)):
+    done = _done_results([s for s in specs if s.cell.name == cell])
+    differing = {path: _lookup(r, path) for r in done for path, want in setup.items()
+                 if _lookup(r, path) != want}
+    if done and not differing:
+      shown[cell] = values
+    elif differing:
+      left_out.append(cell)
+      for path, value in differing.items():
+        recorded.setdefault(path, []).append(value)
+  if not left_out:
+    return shown, []
+  wanted = ", ".join(f"{path}={want!r}" for path, want in setup.items())
+  got = ", ".join(f"{path}={' / '.join(map(repr, dict.fromkeys(values)))}"
+                  for path, values in recorded.items())
+  return shown, [f"Published numbers are left out for {', '.join(f'`{c}`' for c in left_out)}: "
+                 f"they were measured with {wanted} (results.json), these runs have {got}.", ""]
+
+
 def _data_variant(data: dict) -> str:
   """How a run's data were prepared: its binarisation, else its preprocessing (float, uint8)."""
   binarization = data.get("binarization")
@@ -95,21 +148,89 @@ def _data_variant(data: dict) -> str:
       f"preprocessing {data.get('preprocessing')}")
 
 
-def _code(code: dict | None) -> str:
-  if not code:
-    return "elbo_jax before 0.2.0 (no version recorded)"
-  return f"elbo_jax {code.get('elbo_jax_version')} at commit {str(code.get('git_commit'))[:7]}"
+def _description(ablation, specs, done: Sequence[dict]) -> str:
+  """The ablation's description, "{K}" replaced by the K its runs evaluated with (as configured
+  where none has finished)."""
+  ks = dict.fromkeys(r["test"]["num_importance_samples"] for r in done) or dict.fromkeys(
+      s.config.eval.num_samples for s in specs)
+  return ablation.description.replace("{K}", " / ".join(map(str, ks)))
+
+
+def _code(spec, results: dict) -> str:
+  """The code a finished run was made with, "elbo_jax <version>, commit <short hash>": from its
+  results.json, or (written before results.json recorded it) its run_info.json."""
+  code = results.get("code")
+  if code is None:
+    info_path = os.path.join(spec.workdir, "run_info.json")
+    info = io.read_json(info_path) if os.path.exists(info_path) else {}
+    code = {"elbo_jax_version": info.get("packages", {}).get("elbo_jax"),
+            "git_commit": info.get("git_commit")}
+  commit = code.get("git_commit") or "unrecorded"
+  return (f"elbo_jax {code.get('elbo_jax_version') or '(version unrecorded)'}, commit "
+          f"{commit[:7] if commit not in ('unknown', 'unrecorded') else commit}")
+
+
+def _code_line(specs) -> str | None:
+  done = [s for s in specs if s.status == "done"]
+  if not done:
+    return None
+  counts: dict[str, int] = {}
+  for spec in done:
+    code = _code(spec, io.read_json(os.path.join(spec.workdir, RESULTS_FILE)))
+    counts[code] = counts.get(code, 0) + 1
+  # CHANGELOG.md lists the changes that move numbers, by version.
+  if len(counts) == 1:
+    return f"Code: {next(iter(counts))} (all {len(done)} finished runs)."
+  return "Code: " + "; ".join(f"{code} ({n} run{'s' * (n > 1)})"
+                             for code, n in counts.items()) + "."
+
+
+def _cell_flag(cell: dict) -> str:
+  """The --cell flag that adds a recorded cell: name:field=value,... (values as literals)."""
+  overrides = ",".join(f"{k}={v!r}" for k, v in cell["overrides"].items())
+  return shlex.quote(f"--cell={cell['name']}:{overrides}")
+
+
+def _wall_time(specs, workdir: str) -> str | None:
+  """What sweep_log.jsonl says of the time the runs took, and which runs' time it misses."""
+  log = os.path.join(workdir, sweep_workdir.LOG_FILE)
+  if not os.path.exists(log):
+    return None
+  entries = io.read_jsonl(log)
+  seconds = sum(e["seconds"] for e in entries)
+  trained = {os.path.relpath(s.workdir, workdir): s.status for s in specs
+             if s.status != "pending"}
+  finished = sum(status == "done" for status in trained.values())
+  failed = len(trained) - finished
+  logged = {run for e in entries for run in e["runs"]}
+  # Runs that ran partly in an interrupted invocation: killed before their program's entry was
+  # written (so in no entry), or resumed from a checkpoint (the time before is in no entry).
+  partly = {run for run in trained if run not in logged} | {
+      run for e in entries for run in e.get("resumed", ()) if run in trained}
+  line = (f"Wall time: {seconds / 60:.1f} min in {len(entries)} program(s), training and "
+          f"evaluation (sweep_log.jsonl), for {len(trained)} runs"
+          + (f" ({finished} finished, {failed} failed)" if failed else ""))
+  if partly:
+    line += (f"; {len(partly)} of them ran partly in an interrupted invocation, whose time "
+             "before the interruption is not included")
+  return line + "."
 
 
 def header(ablation, specs, workdir: str) -> list[str]:
-  """What the table's numbers mean: command, base schedule, data, evaluation, the code version,
-  seeds, wall time."""
+  """What the table's numbers mean: command, code, base schedule, data, evaluation, seeds, wall
+  time."""
   base = ablation.base
-  stored = io.read_json(os.path.join(workdir, "ablation.json")) if os.path.exists(
-      os.path.join(workdir, "ablation.json")) else {}
-  lines = [f"# {ablation.name}", "", ablation.description, ""]
+  stored = sweep_workdir.read(workdir)
+  done = _done_results(specs)
+  lines = [f"# {ablation.name}", "", _description(ablation, specs, done), ""]
   if stored.get("command"):
     lines.append(f"Command: `{stored['command']}`")
+  if stored.get("added_cells"):
+    lines.append("Cells added with --cell (recorded in ablation.json; later commands keep them): "
+                 + ", ".join(f"`{_cell_flag(c)}`" for c in stored["added_cells"]) + ".")
+  code = _code_line(specs)
+  if code:
+    lines.append(code)
   opt, training, model = base.optimizer, base.training, base.model
   bias = ", output bias at the logit of the training mean" * (model.output_bias == "data_mean")
   lines.append(
@@ -117,7 +238,6 @@ def header(ablation, specs, workdir: str) -> list[str]:
       f"at batch {training.batch_size}, {opt.name} learning rate {opt.learning_rate:g} "
       f"({opt.schedule}), {model.init} initialisation{bias}; cells override it as listed below "
       "the table.")
-  done = _done_results(specs)
   if done:
     data, test = done[0]["data"], done[0]["test"]
     sizes = data.get("sizes", {})
@@ -132,17 +252,10 @@ def header(ablation, specs, workdir: str) -> list[str]:
         f"Evaluation: log-likelihood with K={test['num_importance_samples']} importance samples "
         f"on {'the first ' if subset != sizes.get('test') else ''}{subset} of "
         f"{sizes.get('test')} test images; ELBO, its terms and active units on {elbo_n}.")
-    # The version that made the numbers, per run (a resumed sweep may span commits).
-    codes = "; ".join(dict.fromkeys(_code(r.get("code")) for r in done))
-    lines.append(f"Code: {codes} (CHANGELOG.md lists the changes that move numbers).")
   lines.append(f"Mean ± std (sample std) over seeds {', '.join(map(str, ablation.seeds))}.")
-  log = os.path.join(workdir, "sweep_log.jsonl")
-  if os.path.exists(log):
-    entries = io.read_jsonl(log)
-    seconds = sum(e["seconds"] for e in entries)
-    runs = sum(len(e["runs"]) for e in entries)
-    lines.append(f"Wall time: {seconds / 60:.1f} min for {runs} runs in {len(entries)} "
-                 f"program(s), training and evaluation (sweep_log.jsonl).")
+  wall_time = _wall_time(specs, workdir)
+  if wall_time:
+    lines.append(wall_time)
   return lines + [""]
 
 
@@ -150,7 +263,7 @@ def markdown(ablation, rows: Sequence[dict], specs, workdir: str) -> str:
   """table.md: the header, then one line per cell with each metric's mean ± std."""
   cells = list(dict.fromkeys(spec.cell.name for spec in specs))
   label_keys = list(dict.fromkeys(k for spec in specs for k in spec.cell.labels))
-  refs = {cell: dict(v) for cell, v in dict(ablation.references).items()}
+  refs, left_out = references(ablation, specs)
   columns = [*label_keys]
   for metric in ablation.metrics:
     # A "|" in a label (KL(q||p)) would end the markdown cell.
@@ -181,6 +294,7 @@ def markdown(ablation, rows: Sequence[dict], specs, workdir: str) -> str:
   lines.append("")
   if ablation.reference_source:
     lines += [f"Published numbers: {ablation.reference_source}", ""]
+  lines += left_out
   if ablation.notes:
     lines += [ablation.notes.strip(), ""]
   lines.append("Cells (overrides of the base config):")

@@ -335,6 +335,30 @@ def _training_blocks(dataset, trainer: Trainer, mesh, batch_size: int):
   return blocks, jax.device_put(np.diff(bounds).astype(np.int32), mesh_lib.sharding(mesh))
 
 
+def _group_mesh(configs: Sequence):
+  """The mesh a group trains on; a ConfigError if its batch does not split over the devices."""
+  config = configs[0]
+  devices = mesh_lib.select_devices(config.accelerator.platform, config.accelerator.num_devices)
+  # Replicas spread over the replica axis only when they divide evenly; else all devices hold
+  # every replica and split its batch.
+  parallelism = config.accelerator.replica_parallelism
+  mesh = mesh_lib.make_mesh(devices, parallelism if len(configs) % parallelism == 0 else 1)
+  batch_size = config.training.batch_size
+  if batch_size % mesh_lib.data_size(mesh):
+    raise ConfigError(f"training.batch_size={batch_size} must be divisible by the number of "
+                      f"devices on the mesh's data axis ({mesh_lib.data_size(mesh)})")
+  return mesh
+
+
+def check_group(configs: Sequence, dataset) -> None:
+  """Every check `train_group` makes before it writes anything (fields, devices, the model on
+  the data), without training: a sweep runs it on each cell before its first run starts."""
+  for c in configs:
+    check_config(c)
+  _group_mesh(configs)
+  build_trainer(configs, dataset)
+
+
 def train_group(configs: Sequence, workdirs: Sequence[str], *, raise_on_failure: bool = True,
                 desc: str = "train", dataset=None, position: int = 0) -> list[dict | None]:
   """Trains runs that differ only in `build.VECTORIZABLE_FIELDS` as one program, and evaluates them.
@@ -349,15 +373,8 @@ def train_group(configs: Sequence, workdirs: Sequence[str], *, raise_on_failure:
   for c in configs:
     check_config(c)  # every field that needs no data, before devices and data are touched
   config = configs[0]
-  devices = mesh_lib.select_devices(config.accelerator.platform, config.accelerator.num_devices)
-  # Replicas spread over the replica axis only when they divide evenly; else all devices hold
-  # every replica and split its batch.
-  parallelism = config.accelerator.replica_parallelism
-  mesh = mesh_lib.make_mesh(devices, parallelism if len(configs) % parallelism == 0 else 1)
+  mesh = _group_mesh(configs)
   batch_size = config.training.batch_size
-  if batch_size % mesh_lib.data_size(mesh):
-    raise ConfigError(f"training.batch_size={batch_size} must be divisible by the number of "
-                      f"devices on the mesh's data axis ({mesh_lib.data_size(mesh)})")
   # A process reads (TFDS) or keeps (local files) only the training rows of its own blocks.
   rows = _process_rows(mesh, batch_size)
   if dataset is None:

@@ -66,11 +66,18 @@ def provenance(config) -> dict:
 
 
 def check_path(workdir: str) -> str:
-  """The absolute workdir; a ConfigError if the path exists and is not a directory."""
+  """The absolute workdir; a ConfigError if the path, or the nearest part of it that exists, is
+  not a directory (e.g. --workdir=README.md/sub)."""
   path = os.path.abspath(workdir)
   if os.path.exists(path) and not os.path.isdir(path):
     raise ConfigError(f"--workdir={workdir!r} is an existing file, not a directory; "
                       "name a new or existing directory")
+  above = os.path.dirname(path)
+  while not os.path.exists(above) and os.path.dirname(above) != above:
+    above = os.path.dirname(above)
+  if not os.path.isdir(above):
+    raise ConfigError(f"--workdir={workdir!r} lies under {above!r}, an existing file, not a "
+                      "directory; name a new or existing directory")
   return path
 
 
@@ -147,6 +154,8 @@ class Run:
     self.primary = mesh_lib.is_primary()
     self._lock = WorkdirLock(self.workdir, "training") if self.primary else None
     try:
+      if self.primary:
+        io.remove_temporaries(self.workdir)  # left by a process killed mid-write
       check_config_matches(self.workdir, config)
       if self.primary:
         resolved = config_lib.to_json(config)

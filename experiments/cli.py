@@ -1,13 +1,50 @@
-"""What the experiment scripts share: user errors as one line (no stack trace), result printing."""
+"""What the experiment scripts share: the config flag (a config file, or a run's saved
+config.json), user errors and Ctrl-C as one line (no stack trace), result printing."""
 
 import difflib
 import re
 import sys
 
 from absl import flags
+from ml_collections import config_flags
+from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
 from elbo_jax import config as config_lib
+from elbo_jax import io
 from elbo_jax.registry import ConfigError
+
+INTERRUPTED = 130  # the exit status of a process stopped by Ctrl-C (128 + SIGINT)
+
+
+class _ConfigFileParser(ConfigFileFlagParser):
+  """ml_collections' parser of a config file (`path.py[:variant]`), which also reads a run's
+  resolved config as its workdir saved it (`<workdir>/config.json`), fields added since at their
+  defaults; `--config.<field>=value` overrides apply to either."""
+
+  def parse(self, path):
+    file, sep, variant = path.partition(":")
+    if not file.endswith(".json"):
+      return super().parse(path)
+    if sep:
+      raise ValueError(f"{file} is a saved config (JSON) and takes no variant ':{variant}'")
+    try:
+      saved = io.read_json(file)
+    except OSError as e:  # read_json's messages name the file; a corrupt one is a ValueError
+      raise ValueError(str(e)) from None
+    unknown = sorted(set(saved) - set(config_lib.default_config())) if isinstance(
+        saved, dict) else ["(not a JSON object)"]
+    if unknown:
+      raise ValueError(f"{file} is not a run's config.json (unknown top-level names: "
+                       f"{', '.join(unknown)})")
+    return config_lib.from_json(config_lib.with_defaults(saved))
+
+
+def define_config_file(name: str, help_string: str) -> flags.FlagHolder:
+  """A config flag: a config file `path.py[:variant]` or a saved
+  config.json, with `--<name>.<field>=value` overrides (ml_collections' DEFINE_config_file)."""
+  holder = config_flags.DEFINE_config_file(name, None, help_string)
+  flags.FLAGS[name].parser = _ConfigFileParser(name=name, lock_config=True)
+  return holder
 
 
 def exit_with_error(message: str) -> None:
@@ -45,7 +82,7 @@ def _unloadable_config() -> str | None:
   """
   for name in flags.FLAGS:
     flag = flags.FLAGS[name]
-    if (type(flag.parser).__module__.startswith("ml_collections")
+    if (isinstance(flag.parser, ConfigFileFlagParser)
         and _load_error(flag.value) is not None):
       return _unreadable(name, flag.value, flag.serialize().partition("=")[2])
   return None
@@ -94,7 +131,8 @@ def _unknown_field(argv: list[str]) -> str | None:
 
 
 def run_or_exit(fn, *args):
-  """Calls fn(*args); a ConfigError or a stopped training run exits with its one-line message."""
+  """Calls fn(*args); a ConfigError or a stopped training run exits with its one-line message,
+  Ctrl-C with one line saying that the same command resumes."""
   from absl import logging
 
   from elbo_jax.train import TrainingStopped
@@ -105,6 +143,10 @@ def run_or_exit(fn, *args):
     return fn(*args)
   except (ConfigError, TrainingStopped) as e:
     exit_with_error(str(e))
+  except KeyboardInterrupt:
+    print("interrupted: checkpoints and finished results are kept; run the same command "
+          "again to resume", file=sys.stderr)
+    sys.exit(INTERRUPTED)
 
 
 def print_results(results: dict, workdir: str) -> None:

@@ -151,6 +151,13 @@ def test_checkpoint_every_seconds_saves_by_wall_time_without_changing_the_number
      "--config=configs/nonexist.py: [Errno 2] No such file or directory: 'configs/nonexist.py'"),
     ("train", ["--config=configs/nonexist.py", "--config.prior.name=vamp"],
      "--config=configs/nonexist.py: [Errno 2] No such file or directory"),
+    ("train", ["--workdir=README.md/run"], "--workdir='README.md/run' lies under "),
+    # A saved config.json as the config: one that is missing, or is not a run's config.
+    ("train", ["--config=tests/nonexistent.json"],
+     "flag --config=tests/nonexistent.json: tests/nonexistent.json: file not found"),
+    ("train", ["--config=docs/mnist_450/results.json"],
+     "flag --config=docs/mnist_450/results.json: docs/mnist_450/results.json is not a run's "
+     "config.json (unknown top-level names: "),
     ("evaluate", ["--workdir=README.md"], "--workdir='README.md' is an existing file"),
     ("evaluate", ["--workdir=runs/none", "--num_samples=abc"], "flag --num_samples=abc: "),
 ])
@@ -162,6 +169,21 @@ def test_bad_flags_are_one_line_on_stderr_with_exit_status_2(tmp_path, script, a
   assert out.returncode == 2
   assert out.stderr.strip().splitlines() == [out.stderr.strip()]
   assert out.stderr.startswith(f"error: {message}")
+
+
+@pytest.mark.slow
+def test_a_runs_saved_config_json_is_a_config_for_experiments_train(tmp_path):
+  # E.g. one cell of an ablation, <sweep>/cells/<cell>/seed-<s>/config.json, rerun alone.
+  first, again = tmp_path / "first", tmp_path / "again"
+  train_and_evaluate(tiny_config(**{"training.num_epochs": 1}), str(first))
+  out = subprocess.run([sys.executable, "-m", "experiments.train",
+                        f"--config={first / 'config.json'}", f"--workdir={again}",
+                        "--config.training.num_epochs=2"],
+                       cwd=REPO, capture_output=True, text=True, check=False)
+  assert out.returncode == 0, out.stderr
+  saved, rerun = (io.read_json(path / "config.json") for path in (first, again))
+  assert rerun["training"]["num_epochs"] == 2 and rerun["model"]["hidden"] == [32]
+  assert {**rerun, "training": saved["training"]} == saved
 
 
 def _pid_holding(path):

@@ -71,7 +71,7 @@ models were not trained on; nor is either a probability of binarised pixels.
 def get_config(arg=None):
   c = sweep.default_config()
   c.name = "likelihoods"
-  c.description = ("Likelihoods p(x|z) on MNIST at one encoder, decoder body and prior: Bernoulli "
+  c.description = ("Likelihoods p(x|z) at one encoder, decoder body and prior: Bernoulli "
                    "(binarised), continuous Bernoulli and Gaussians ([0, 1] grey levels), "
                    "discretised logistic mixture and 256-way categorical (8-bit levels).")
   c.axes = (LIKELIHOODS,)

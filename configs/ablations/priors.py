@@ -41,7 +41,7 @@ def get_config(arg=None):
   c.name = "priors"
   c.description = ("Priors p(z) at one model and schedule (Tomczak & Welling 2018): standard "
                    "normal, learned Gaussian, mixture of Gaussians, VampPrior; test NLL with "
-                   "K = 5000.")
+                   "K = {K}.")
   c.axes = (sweep.axis("prior", [(name, {"prior.name": name}) for name in PRIORS]),)
   c.metrics = ("nll", "elbo", "kl", "active_units")
   c.references = {"vamp": {"nll": 85.57}}
@@ -52,6 +52,8 @@ def get_config(arg=None):
       "85.57 nats. "
       "Their standard-normal baseline, quoted from memory as 88.56, is unconfirmed and so not "
       "used as a reference.")
+  c.reference_setup = {"data": {"name": "mnist", "preprocessing": "static_binarization"},
+                       "test": {"num_importance_samples": 5000}}
   c.figures = ("prior_samples", "metric_bars")
   if arg == "smoke":
     c.base_config = "configs/digits_vae.py:smoke"

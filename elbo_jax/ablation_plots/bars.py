@@ -16,46 +16,71 @@ from elbo_jax.plots import save_figure
 
 @register("metric_bars")
 def metric_bars(ablation, rows, specs, workdir) -> str:
-  """One panel per tabulated metric: a bar per cell (mean over seeds), each seed a dot, the
-  published number a red cross."""
-  from elbo_jax.tables import METRICS  # the column registry lives beside the table
+  """`metrics_figure` as metrics.png."""
+  return save_figure(metrics_figure(ablation, rows, specs), os.path.join(workdir, "metrics.png"))
+
+
+def metrics_figure(ablation, rows, specs) -> Figure:
+  """One panel per tabulated metric, a column per cell: each seed a dot, the published number (where
+  it compares with the runs, `tables.references`) a red cross, and the mean over seeds drawn by
+  what the metric is (`Metric.bars`). A magnitude (active units, KL, rate, the gap) gets a bar
+  from zero, so that bar lengths compare as ratios. A log-likelihood, ELBO or distortion gets a
+  square with a +-1 std error bar on an axis fitted to the values: its differences of a few nats
+  sit some 100 nats from zero, where bars from zero would flatten them and bars from anywhere
+  else would misstate their ratios."""
+  from elbo_jax.tables import METRICS, references  # the column registry lives beside the table
 
   cells = [c.name for c in _cells(specs)]
   fig = Figure(figsize=(max(6.0, 0.6 * len(cells) + 2), 2.6 * len(ablation.metrics)),
                layout="constrained")
   axes = fig.subplots(len(ablation.metrics), 1, squeeze=False)[:, 0]
-  refs = {cell: dict(v) for cell, v in dict(ablation.references).items()}
+  refs, _ = references(ablation, specs)
   x = np.arange(len(cells))
   for ax, metric in zip(axes, ablation.metrics):
+    bars = METRICS.get(metric).bars
     values = [_values(rows, c, metric) for c in cells]
-    means = [v.mean() if len(v) else math.nan for v in values]
-    ax.bar(x, means, color="0.8", edgecolor="0.3")
+    means = np.array([v.mean() if len(v) else math.nan for v in values])
+    stds = np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for v in values])
+    if bars:
+      ax.bar(x, means, color="0.8", edgecolor="0.3", label="mean")
+      ax.axhline(0.0, color="0.3", lw=0.8)
+    else:
+      ax.errorbar(x, means, yerr=stds, fmt="s", color="k", ms=5, capsize=3, label="mean ± std")
+    offset = 0.0 if bars else 0.18  # beside the mean's error bar, not on it
     for i, v in enumerate(values):
-      ax.plot(np.full(len(v), i), v, "o", color="C0", ms=4)
+      ax.plot(np.full(len(v), i + offset), v, "o", color="C0", ms=4, alpha=0.8,
+              label="seeds" if i == 0 else None)
     paper = [(i, refs[c][metric]) for i, c in enumerate(cells) if metric in refs.get(c, {})]
     if paper:
       ax.plot(*zip(*paper), "x", color="C3", ms=9, mew=2, label="published")
-      ax.legend(fontsize="small")
-    limits = value_limits(values, [p for _, p in paper])
-    if limits:  # bars start at the data, not at zero: the differences are what matter
+    limits = value_limits(values, [p for _, p in paper] + list(means - stds) + list(means + stds),
+                          from_zero=bars)
+    if limits:
       ax.set_ylim(*limits)
     ax.set_ylabel(METRICS.get(metric).label)
     ax.set_xticks(x, cells, rotation=30, ha="right", fontsize="small")
+    ax.set_xlim(-0.6, len(cells) - 0.4)
     ax.grid(alpha=0.3, axis="y")
-  fig.suptitle(f"{ablation.name}: mean over seeds (bars), seeds (dots)")
-  return save_figure(fig, os.path.join(workdir, "metrics.png"))
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # off the data
+  fig.suptitle(f"{ablation.name}: each seed (dots) and the mean over seeds,\n"
+               "as a bar from zero (magnitudes) or a square ± 1 std (the rest)")
+  return fig
 
 
-def value_limits(values, published) -> tuple[float, float] | None:
-  """The y-range that shows every seed's dot and published cross, padded by 15%; None if there
-  is nothing finite to show. values: per cell, an array over seeds."""
+def value_limits(values, published, from_zero: bool = False) -> tuple[float, float] | None:
+  """The y-range that shows every seed's dot and published cross (and zero, for bars from zero),
+  padded by 15% (not below a zero the bars start at); None if there is nothing finite to show.
+  values: per cell, an array over seeds."""
   finite = [float(v) for vs in values for v in vs if math.isfinite(v)]
   finite += [float(p) for p in published if math.isfinite(p)]
   if not finite:
     return None
   low, high = min(finite), max(finite)
+  if from_zero:
+    low, high = min(low, 0.0), max(high, 0.0)
   pad = 0.15 * (high - low) or 1.0
-  return low - pad, high + pad
+  return (low if from_zero and low == 0.0 else low - pad,
+          high if from_zero and high == 0.0 else high + pad)
 
 
 def _beta(cell) -> float:

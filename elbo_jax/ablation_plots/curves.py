@@ -35,11 +35,43 @@ def _check_curves(ablation, specs) -> None:
                       "base.eval.curve_num_test > 0")
 
 
-@register("elbo_vs_examples", check=_check_curves)
-def elbo_vs_examples(ablation, rows, specs, workdir) -> str | None:
+def first_epoch(records, batch_size: int) -> int:
+  """The examples seen at the end of a run's first epoch: where its first test ELBO was logged
+  (the test ELBO is logged after every epoch); 0 if none was."""
+  x, _ = examples_seen(records, "test/elbo", batch_size)
+  return int(x[0]) if x.size else 0
+
+
+def y_limits(curves) -> tuple[float, float] | None:
+  """The ELBO axis that shows every curve in full from the end of its first epoch on, padded by
+  5%: the points before it sit hundreds of nats below the rest, and a quantile of all values
+  together would cut off the curves of the worst cells (2 or 3 latents) instead. curves:
+  [(x, y, first x to show in full)]; None if there is nothing to show."""
+  shown = [y[x >= start] for x, y, start in curves]
+  values = np.concatenate([v for v in shown if v.size] or [y for _, y, _ in curves] or [[]])
+  if not values.size:
+    return None
+  low, high = float(values.min()), float(values.max())
+  margin = 0.05 * (high - low) or 1.0
+  return low - margin, high + margin
+
+
+def _x_axis(ax, low: float, high: float) -> None:
+  """A log axis where the curves span a decade or more (the paper's Figure 2 spans five); a
+  linear one with a few ticks over a narrower span, whose log axis would label every minor tick
+  (2x10^3, 2.2x10^3, ...) until the labels overlap."""
+  from matplotlib.ticker import MaxNLocator
+
+  if high >= 10 * low > 0:
+    ax.set_xscale("log")
+  else:
+    ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
+
+
+def curves_figure(ablation, specs) -> Figure | None:
   """Kingma & Welling 2013, Figure 2: the training and the test ELBO against the number of
-  training examples seen, on a log axis; one colour per cell, one line per finished seed."""
-  del rows
+  training examples seen; one colour per cell, one line per finished seed. None until a run has
+  finished."""
   fig = Figure(figsize=(11, 4.4), layout="constrained")
   panels = fig.subplots(1, 2, sharey=True)
   plotted = []
@@ -47,23 +79,30 @@ def elbo_vs_examples(ablation, rows, specs, workdir) -> str | None:
     done = [s for s in specs if s.cell.name == cell.name and s.status == "done"]
     for j, spec in enumerate(done):
       records = read_metrics(spec.workdir)
+      batch_size = spec.config.training.batch_size
       for ax, key in zip(panels, CURVES):
-        x, y = examples_seen(records, key, spec.config.training.batch_size)
+        x, y = examples_seen(records, key, batch_size)
         ax.plot(x, y, color=f"C{i % 10}", lw=1.2, label=cell.name if j == 0 else None)
-        plotted.append(y)
-  values = np.concatenate(plotted) if plotted else np.zeros(0)
-  if not values.size:
+        plotted.append((x, y, first_epoch(records, batch_size)))
+  limits = y_limits(plotted)
+  if limits is None:
     return None
-  # The first points sit hundreds of nats below the rest; start the axis at the 5% quantile.
-  low, high = np.quantile(values, 0.05), values.max()
-  margin = 0.05 * (high - low) or 1.0
+  xs = np.concatenate([x for x, _, _ in plotted])
   for ax, title in zip(panels, CURVES.values()):
-    ax.set_xscale("log")
-    ax.set_ylim(low - margin, high + margin)
+    _x_axis(ax, float(xs.min()), float(xs.max()))
+    ax.set_ylim(*limits)
     ax.set_xlabel("training examples seen")
     ax.set_title(title, fontsize="medium")
     ax.grid(alpha=0.3, which="both")
   panels[0].set_ylabel("ELBO (nats)")
   panels[1].legend(fontsize="small")
   fig.suptitle(f"{ablation.name}: the bound against training examples seen")
-  return save_figure(fig, os.path.join(workdir, "elbo_vs_examples.png"))
+  return fig
+
+
+@register("elbo_vs_examples", check=_check_curves)
+def elbo_vs_examples(ablation, rows, specs, workdir) -> str | None:
+  """`curves_figure` as elbo_vs_examples.png."""
+  del rows
+  fig = curves_figure(ablation, specs)
+  return None if fig is None else save_figure(fig, os.path.join(workdir, "elbo_vs_examples.png"))
