@@ -161,7 +161,9 @@ def khat_histogram(khat, ess, num_samples: int, path, threshold: float = 0.7, ti
               va="center", transform=left.transAxes)
   left.set_xlabel("Pareto k-hat of the importance weights")
   left.set_ylabel("examples")
-  right.hist(ess / num_samples, bins=40, color="tab:green", alpha=0.8)
+  share = ess / num_samples
+  bins = np.geomspace(share.min(), share.max(), 40) if share.min() < share.max() else 40
+  right.hist(share, bins=bins, color="tab:green", alpha=0.8)
   right.set_xscale("log")
   right.set_xlabel(f"ESS / K  (ESS = (sum w)^2 / sum w^2, K = {num_samples})")
   for ax in (left, right):
