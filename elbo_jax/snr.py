@@ -21,7 +21,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from matplotlib.figure import Figure
 
-from elbo_jax import objectives, plots, xla
+from elbo_jax import objectives, plots, psis, xla
 from elbo_jax.vae import split_params
 
 PARTS = ("inference", "generative")
@@ -159,28 +159,47 @@ def iwae_snr_sweep(model, params, batch, key, num_samples=NUM_SAMPLES,
 
   Every (K, estimator) uses the same `key`, so the estimators are compared on common draws. Draws
   are chunked so that at most max(16 draws, one draw) x B x K samples of z are in flight, which
-  bounds memory at K = 1000. Rows: objective, estimator, num_samples, num_draws and
-  "{inference,generative}_snr_{mean,median}". An SNR below about sqrt(2 / (pi num_draws)), the
-  mean of |E-hat[g]| / std(g) for a gradient of mean zero, is noise: IWAE's reparameterised
+  bounds memory at K = 1000. Rows: objective, estimator, num_samples, num_draws,
+  "{inference,generative}_{STATISTICS}" and, the same for every estimator at a K, the importance
+  weights' "khat_median", "khat_max" and "ess_median" over the B examples (`weight_diagnostics`).
+  An SNR below about sqrt(2 / (pi num_draws)), the mean of |E-hat[g]| / std(g) for a gradient of
+  mean zero, is noise in snr_mean and snr_median (not in snr_squared): IWAE's reparameterised
   encoder SNR reaches it near K = 300 with 2000 draws on the linear-Gaussian model.
   """
   rows = []
   for k in num_samples:
     chunk = max(1, min(16, max_samples_in_flight // (len(batch) * k)))
+    weights = weight_diagnostics(model, params, batch, key, k)
     for estimator in estimators:
       per_example = objectives.iwae(model, num_samples=k, estimator=estimator)
       snr = gradient_snr(per_example, params, batch, key, num_draws, chunk_size=chunk)
       rows.append({"objective": "iwae", "estimator": estimator, "num_samples": k,
                    "num_draws": num_draws} | {
           f"{part}_{stat}": snr[part][stat] for part in PARTS for stat in STATISTICS
-      })
+      } | weights)
   return rows
+
+
+def weight_diagnostics(model, params, batch, key, num_samples: int) -> dict:
+  """Median and max Pareto k-hat and median ESS of IWAE(K)'s importance weights over the batch:
+  [B, ...] (`psis.diagnose`; k-hat is nan below K = 25). Heavy tails (k-hat > 0.5: infinite
+  variance of w) are what keep a trained model's SNR from the papers' 1/sqrt(K) and sqrt(K)."""
+  keys = jax.random.split(jax.random.fold_in(key, num_samples), len(batch))
+  terms = jax.vmap(objectives.iwae(model, num_samples=num_samples), in_axes=(None, 0, 0))(
+      params, batch, keys)
+  diagnostics = jax.vmap(psis.diagnose)(terms["log_weights"])
+  khat = np.asarray(diagnostics["khat"], np.float64)
+  fitted = khat[np.isfinite(khat)]
+  return {"khat_median": float(np.median(fitted)) if fitted.size else float("nan"),
+          "khat_max": float(np.max(fitted)) if fitted.size else float("nan"),
+          "ess_median": float(np.median(diagnostics["ess"]))}
 
 
 def plot_snr(rows, path, statistic: str = "snr_mean", title: str | None = None) -> str:
   """SNR against K on log-log axes, one line per estimator; left inference, right generative.
 
-  rows: as returned by `iwae_snr_sweep`. Dotted guides with slopes -1/2 (inference) and +1/2
+  rows: as returned by `iwae_snr_sweep` (their k-hat and ESS, if any, are written under the
+  generative panel's points). Dotted guides with slopes -1/2 (inference) and +1/2
   (generative), the rates Rainforth et al. 2018 derive for IWAE, start at the first reparam point;
   the dashed line (inference) is the floor sqrt(2 / (pi num_draws)) of |mean| / std, drawn for
   every statistic but the unbiased "snr_rms". Saved atomically as a PNG; returns the path.
@@ -198,6 +217,8 @@ def plot_snr(rows, path, statistic: str = "snr_mean", title: str | None = None) 
       if estimator == "reparam" and len(k) > 1:
         ax.plot(k, members[0][f"{part}_{statistic}"] * (k / k[0]) ** slope, ":", color="gray",
                 label=f"∝ K^{slope:+g}")
+    if part == "generative" and "khat_median" in rows[0]:
+      _annotate_weights(ax, rows)
     # The reparameterised encoder's SNR is the one that reaches the floor of |mean| / std; the
     # unbiased snr_rms has no floor, only noise (its rows' snr_squared_noise).
     if part == "inference" and statistic != "snr_rms":
@@ -212,3 +233,13 @@ def plot_snr(rows, path, statistic: str = "snr_mean", title: str | None = None) 
   if title:
     fig.suptitle(title)
   return plots.save_figure(fig, path)
+
+
+def _annotate_weights(ax, rows) -> None:
+  """Each K's median k-hat and ESS of the importance weights, at the bottom of the panel."""
+  for row in {r["num_samples"]: r for r in rows}.values():
+    khat = row["khat_median"]
+    text = (f"k̂ {float(khat):.2f}\n" if math.isfinite(float(khat)) else "") + (
+        f"ESS {float(row['ess_median']):.3g}")
+    ax.annotate(text, (row["num_samples"], 0.02), xycoords=("data", "axes fraction"),
+                ha="center", va="bottom", fontsize=7, color="dimgray")

@@ -182,3 +182,17 @@ def test_the_halves_estimate_is_exactly_unbiased_for_gaussian_draws():
   assert abs(estimates.mean() - 0.09) < 4 * estimates.std() / np.sqrt(len(estimates))
   plain = (g.mean(1) / g.std(1, ddof=1))**2
   assert plain.mean() - 0.09 > 10 * plain.std() / np.sqrt(len(plain))
+
+
+def test_the_sweeps_weight_diagnostics_give_ess_k_at_the_true_posterior_and_no_khat_below_25(
+    lg_setup):
+  """With q = p(z|x) every importance weight equals p(x): ESS = K exactly; an imperfect q has
+  ESS < K; below K = 25 there are too few weights to fit a Pareto tail."""
+  vae, params, batch, s = lg_setup
+  _, _, _, (W, b, _) = make_model()
+  exact, _ = set_posterior(params, W, b, s)
+  out = snr.weight_diagnostics(vae, exact, batch, jax.random.key(6), 100)
+  assert out["ess_median"] == pytest.approx(100, rel=1e-4)
+  off = snr.weight_diagnostics(vae, params, batch, jax.random.key(6), 100)
+  assert 1 <= off["ess_median"] < 95 and off["khat_median"] <= off["khat_max"] < 0.7
+  assert np.isnan(snr.weight_diagnostics(vae, params, batch, jax.random.key(6), 10)["khat_max"])
