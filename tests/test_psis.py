@@ -141,3 +141,14 @@ def test_evaluate_warns_in_one_line_only_when_many_examples_are_above_0_7():
   assert "\n" not in warning
   assert cli.khat_warning(test | {"khat_share_above_0.7": psis.WARN_SHARE}) is None
   assert cli.khat_warning(test | {"khat_share_above_0.7": None}) is None  # K too small to fit
+
+
+def test_the_diagnostics_apply_to_an_iwae_objectives_log_weights_on_request():
+  import elbo_jax as ej
+
+  vae, params, x, (W, b, s) = make_model()
+  params, _ = set_posterior(params, W, b, s, mean_offset=0.3, cov_scale=0.5)
+  terms = ej.iwae(vae, num_samples=200)(params, x, jax.random.key(3))
+  out = psis.diagnose(terms["log_weights"])
+  np.testing.assert_allclose(out["log_likelihood"], terms["iwae"], rtol=1e-6)
+  assert 1 <= float(out["ess"]) <= 200 and np.isfinite(out["khat"])
