@@ -3,32 +3,36 @@ model.
 
 log p(x) ~= log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x)  (Burda et al. 2015, K = 5000).
 The K samples are drawn in chunks under `lax.scan` with a running logsumexp, so memory is bounded by
-the chunk size whatever K is. Every example's key is `fold_in(key, index in the data set)`, so the
-number for an example depends neither on the batch size nor on the number of devices, and matmuls
-run at 'highest' precision so that accelerators do not silently use bf16 passes.
+the chunk size whatever K is; the importance weights' Pareto k-hat and effective sample size, which
+say whether the estimate can be trusted, are streamed through the same chunks (`elbo_jax.psis`).
+Every example's key is `fold_in(key, index in the data set)`, so the number for an example depends
+neither on the batch size nor on the number of devices, and matmuls run at 'highest' precision so
+that accelerators do not silently use bf16 passes.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from elbo_jax import mesh as mesh_lib
-from elbo_jax import xla
+from elbo_jax import psis, xla
 from elbo_jax.objectives import assemble
 from elbo_jax.registry import ConfigError, positive_int
 
 
-def importance_log_likelihood(model, *, num_samples: int = 5000, chunk_size: int = 500,
-                              likelihood=None, prior=None, posterior=None):
-  """Returns f(params, x, key) -> scalar estimate of log p(x) for ONE example, in nats.
+def importance_estimate(model, *, num_samples: int = 5000, chunk_size: int = 500,
+                        diagnostics: bool = True, likelihood=None, prior=None, posterior=None):
+  """Returns f(params, x, key) -> {"log_likelihood": the estimate of log p(x) in nats, and with
+  `diagnostics` "khat", "ess": the importance weights' Pareto k-hat and effective sample size
+  (`elbo_jax.psis`)}, scalars, for ONE example.
 
   K = num_samples need not be a multiple of chunk_size: the last chunk's surplus samples get
-  log-weight -inf, which logsumexp ignores.
+  log-weight -inf, which every running sum ignores. The diagnostics keep K / 5 or 3 sqrt(K) log
+  weights (213 at K = 5000) beside the chunk, whatever K is.
   """
   model = assemble(model, likelihood, prior, posterior)
   positive_int("eval.num_samples", num_samples)
@@ -45,21 +49,26 @@ def importance_log_likelihood(model, *, num_samples: int = 5000, chunk_size: int
     with jax.default_matmul_precision("highest"):
       q = model.apply(params, x, method=model.encode)
 
-      def step(carry, c):
-        running_max, running_sum = carry
+      def step(state, c):
         log_w = model.apply(params, x, q, jax.random.fold_in(key, c), method=log_weights)
         valid = c * chunk + jnp.arange(chunk) < num_samples
-        log_w = jnp.where(valid, log_w, -jnp.inf)
-        new_max = jnp.maximum(running_max, log_w.max())
-        # Rescale the running sum to the new maximum: the streaming form of logsumexp.
-        running_sum = running_sum * jnp.exp(running_max - new_max) + jnp.exp(log_w - new_max).sum()
-        return (new_max, running_sum), None
+        return psis.stream_update(state, jnp.where(valid, log_w, -jnp.inf)), None
 
-      init = (jnp.asarray(-jnp.inf, jnp.float32), jnp.asarray(0.0, jnp.float32))
-      (running_max, running_sum), _ = jax.lax.scan(step, init, jnp.arange(num_chunks))
-      return running_max + jnp.log(running_sum) - math.log(num_samples)
+      state = psis.stream_init(num_samples, diagnostics)
+      state, _ = jax.lax.scan(step, state, jnp.arange(num_chunks))
+      return psis.stream_result(state, num_samples)
 
   return per_example
+
+
+def importance_log_likelihood(model, *, num_samples: int = 5000, chunk_size: int = 500,
+                              likelihood=None, prior=None, posterior=None):
+  """Returns f(params, x, key) -> scalar estimate of log p(x) for ONE example, in nats
+  (`importance_estimate` without the diagnostics)."""
+  estimate = importance_estimate(model, num_samples=num_samples, chunk_size=chunk_size,
+                                 diagnostics=False, likelihood=likelihood, prior=prior,
+                                 posterior=posterior)
+  return lambda params, x, key: estimate(params, x, key)["log_likelihood"]
 
 
 def example_keys(key, start: int, count: int):
@@ -118,28 +127,31 @@ def map_dataset(per_example, params, data: np.ndarray, key, *, batch_size: int, 
 
 
 def log_likelihood(model, params, data, key, *, num_samples=5000, chunk_size=500, batch_size=100,
-                   repeats=1, progress=None, fast=True, mesh=None) -> dict:
+                   repeats=1, progress=None, fast=True, mesh=None, diagnostics=True) -> dict:
   """The importance-sampled test log-likelihood over a data set, in nats per example.
 
   Returns {"mean": float, "std": float over repeats (0 for one), "repeats": [...],
-  "per_example": [N] of the first repeat}.
+  "per_example": [N] of the first repeat} and, with `diagnostics`, the first repeat's per-example
+  "khat", "ess": [N] (`elbo_jax.psis`).
   """
   positive_int("eval.repeats", repeats)
-  fn = _cached_log_likelihood(model, num_samples, chunk_size)
+  fn = _cached_estimate(model, num_samples, chunk_size, diagnostics)
   runs = [
       map_dataset(fn, params, data, jax.random.fold_in(key, r), batch_size=batch_size,
                   progress=progress, fast=fast, mesh=mesh)
       for r in range(repeats)
   ]
-  means = [float(np.mean(r)) for r in runs]
-  return {"mean": float(np.mean(means)), "std": float(np.std(means)), "repeats": means,
-          "per_example": runs[0]}
+  means = [float(np.mean(r["log_likelihood"])) for r in runs]
+  out = {"mean": float(np.mean(means)), "std": float(np.std(means)), "repeats": means,
+         "per_example": runs[0]["log_likelihood"]}
+  return out | {k: runs[0][k] for k in ("khat", "ess") if k in runs[0]}
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_log_likelihood(model, num_samples: int, chunk_size: int):
+def _cached_estimate(model, num_samples: int, chunk_size: int, diagnostics: bool):
   # One function object per (model, K, chunk), so evaluating many runs of one model compiles once.
-  return importance_log_likelihood(model, num_samples=num_samples, chunk_size=chunk_size)
+  return importance_estimate(model, num_samples=num_samples, chunk_size=chunk_size,
+                             diagnostics=diagnostics)
 
 
 @functools.lru_cache(maxsize=32)

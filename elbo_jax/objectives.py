@@ -167,6 +167,17 @@ def _weigh(m, x, key, num_averages: int, num_samples: int, estimator: str) -> di
   return out | {"surrogate": jnp.sum(w * log_w_scaled) / num_averages}
 
 
+def importance_surrogate(m, x, key, num_samples: int, estimator: str):
+  """A scalar whose gradient is `estimator`'s gradient of IWAE(K = num_samples) at ONE example x.
+
+  m: anything with the VAE's methods (encode, sample_posterior, likelihood_log_prob,
+  prior_log_prob, posterior_log_prob), e.g. a bound `VAE` or `gaussian_toy.Model`, so models
+  written outside Flax get exactly the estimators `iwae` trains with.
+  """
+  _check_estimator(m, estimator)
+  return _weigh(m, x, key, 1, num_samples, estimator)["surrogate"]
+
+
 def _loss(surrogate, bound):
   """The value of -bound with the gradient of -surrogate."""
   return -(surrogate - jax.lax.stop_gradient(surrogate) + jax.lax.stop_gradient(bound))

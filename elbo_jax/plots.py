@@ -141,6 +141,39 @@ def training_curves(records: Sequence[dict], path, title=None):
   return save_figure(fig, path)
 
 
+def khat_histogram(khat, ess, num_samples: int, path, threshold: float = 0.7, title=None):
+  """Histogram of the per-example Pareto k-hat of the importance weights (left; the dashed line is
+  `threshold`, above which an example's estimate is not reliable) and of ESS / K (right).
+
+  khat, ess: [N]; nan k-hat (K too small for the fit) are left out and counted in the title.
+  """
+  khat, ess = np.asarray(khat, np.float64), np.asarray(ess, np.float64)
+  fitted = khat[np.isfinite(khat)]
+  fig = Figure(figsize=(10, 3.6), dpi=_DPI, layout="constrained")
+  left, right = fig.subplots(1, 2)
+  if fitted.size:
+    left.hist(fitted, bins=40, color="tab:blue", alpha=0.8)
+    above = float(np.mean(fitted > threshold))
+    left.axvline(threshold, ls="--", color="tab:red", label=f"{threshold:g}: {above:.1%} above")
+    left.legend(fontsize="small")
+  else:
+    left.text(0.5, 0.5, f"K={num_samples} is too small to fit a Pareto tail", ha="center",
+              va="center", transform=left.transAxes)
+  left.set_xlabel("Pareto k-hat of the importance weights")
+  left.set_ylabel("examples")
+  share = ess / num_samples
+  bins = np.geomspace(share.min(), share.max(), 40) if share.min() < share.max() else 40
+  right.hist(share, bins=bins, color="tab:green", alpha=0.8)
+  right.set_xscale("log")
+  right.set_xlabel(f"ESS / K  (ESS = (sum w)^2 / sum w^2, K = {num_samples})")
+  for ax in (left, right):
+    ax.grid(alpha=0.3)
+  missing = len(khat) - fitted.size
+  fig.suptitle((title or f"importance weights of {len(khat)} examples")
+               + (f" ({missing} without k-hat)" if missing else ""))
+  return save_figure(fig, path)
+
+
 def results_plot(
     rows: Sequence[dict],
     x_key: str,

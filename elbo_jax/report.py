@@ -1,8 +1,9 @@
 """What a finished run reports: validation during training, the test-set evaluation, figures.
 
-`evaluate_run` writes workdir/results.json (test log-likelihood with K importance samples, ELBO
-and its terms, KL per dimension, active units) and the figures samples.png, reconstructions.png,
-training_curves.png and, for 2-D latents, latent_manifold.png.
+`evaluate_run` writes workdir/results.json (test log-likelihood with K importance samples and the
+summary of its importance weights' Pareto k-hat and ESS, ELBO and its terms, KL per dimension,
+active units) and the figures samples.png, reconstructions.png, training_curves.png, khat.png
+(per-example k-hat and ESS) and, for 2-D latents, latent_manifold.png.
 
 Validation and evaluation build the model computing in EVAL_DTYPE (float32) whatever
 `accelerator.compute_dtype` it was trained in (the parameters are the same), so a reported
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
-from elbo_jax import evaluation, io, objectives, plots
+from elbo_jax import evaluation, io, objectives, plots, psis
 from elbo_jax import mesh as mesh_lib
 from elbo_jax.build import build_model
 from elbo_jax.metrics import read_metrics
@@ -31,6 +32,7 @@ from elbo_jax.workdir import RESULTS_FILE, git_commit
 
 EVAL_DTYPE = "float32"
 NUM_SAMPLES = 64  # prior samples in samples.png
+KHAT_FILE = "khat.png"
 
 
 def eval_model(config, dataset):
@@ -178,7 +180,7 @@ def evaluate_run(workdir, config, dataset, params, progress: bool = True, mesh=N
       "num_examples": len(test), "elbo_num_examples": len(test_all),
       "log_likelihood_seconds": ll_seconds,
       "log_likelihood_dtype": EVAL_DTYPE, "compute_dtype": config.accelerator.compute_dtype,
-  }
+  } | psis.summary(ll["khat"], ll["ess"], k)
   if "kl_per_dim" in terms:
     test_results["kl_per_dim"] = np.mean(terms["kl_per_dim"], 0).tolist()
   if model.likelihood.reports_bits_per_dim:
@@ -188,6 +190,9 @@ def evaluate_run(workdir, config, dataset, params, progress: bool = True, mesh=N
     return {"data": dataset.info, "test": test_results}
   figures = write_figures(workdir, model, params, test, figure_keys(config),
                           read_metrics(workdir))
+  figures["khat"] = os.path.basename(plots.khat_histogram(
+      ll["khat"], ll["ess"], k, os.path.join(workdir, KHAT_FILE), psis.KHAT_THRESHOLD,
+      title=f"importance weights of the test log-likelihood, {len(test)} examples"))
   results = {"data": dataset.info, "test": test_results, "figures": figures,
              "objective": config_lib.to_json(config.objective),
              "code": {"elbo_jax_version": __version__, "git_commit": git_commit()}}

@@ -64,6 +64,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.vectorize = "auto"
   c.max_replicas = 0        # most runs in one vectorised group; 0 = no limit
   c.figures = ("metric_bars",)
+  # A registered analysis that trains nothing (`ablation_plots.ANALYSES`, e.g. "gaussian_toy_snr")
+  # writes the outputs itself; base, axes, seeds, metrics and figures are then unused.
+  c.analysis = ""
   # The 'gradient_snr' figure: IWAE's gradient SNR at the trained model of `cell`'s first seed.
   # About 2 minutes with these sizes for the Burda MLP on MNIST on 2 CPU cores (100 draws took
   # 81 s there, compiling the 21 programs included).
@@ -313,6 +316,9 @@ def run(ablation, workdir: str, *, extra: Sequence[Cell] = (), table_only: bool 
   or once their cell's config changed.
   """
   workdir = check_path(workdir)
+  if ablation.get("analysis"):
+    analysis = ablation_plots.ANALYSES.get(ablation.analysis)
+    return analysis(ablation, workdir, command) if mesh_lib.is_primary() else []
   if ablation.vectorize not in VECTORIZE:
     raise ConfigError(f"ablation vectorize={ablation.vectorize!r} is not known; allowed values: "
                       f"{', '.join(VECTORIZE)}")

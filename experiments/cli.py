@@ -163,5 +163,25 @@ def print_results(results: dict, workdir: str) -> None:
   ]
   if "bpd" in test:
     lines.append(f"bits/dim: {test['bpd']:.3f}")
+  if test.get("khat_median") is not None:
+    lines.append(f"importance weights: Pareto k-hat median {test['khat_median']:.2f}, max "
+                 f"{test['khat_max']:.2f}, {test['khat_share_above_0.7']:.1%} of examples above "
+                 f"0.7; median ESS {test['ess_median']:.0f} of K={k}")
   lines.append(f"results and figures in {workdir}")
   print("\n".join(lines))
+  warning = khat_warning(test)
+  if warning:
+    print(warning, file=sys.stderr)
+
+
+def khat_warning(test: dict) -> str | None:
+  """One line when more than `psis.WARN_SHARE` of the examples have k-hat above 0.7, else None."""
+  from elbo_jax import psis
+
+  share = test.get("khat_share_above_0.7")
+  if share is None or share <= psis.WARN_SHARE:
+    return None
+  return (f"warning: {share:.0%} of the test examples have Pareto k-hat > "
+          f"{psis.KHAT_THRESHOLD} (median {test['khat_median']:.2f}): their importance weights "
+          f"are too heavy-tailed for the K={test['num_importance_samples']} log-likelihood to be "
+          "reliable (Vehtari et al.); see khat.png")

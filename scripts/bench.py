@@ -17,8 +17,9 @@ measured in the same process.
 
 Evaluation (--eval): the K=5000 importance-sampled log-likelihood (`evaluation.log_likelihood`,
 as `report.evaluate_run` runs it) of --eval_examples test images, for every eval.batch_size x
-eval.chunk_size in --eval_batch_sizes x --eval_chunk_sizes (timed interleaved), extrapolated to
-the 10,000 test images, with the decoder's GFLOP/s against the same GEMM peak. The parameters are
+eval.chunk_size in --eval_batch_sizes x --eval_chunk_sizes, each with and without the importance
+weights' Pareto k-hat and ESS (timed interleaved; their cost is printed), extrapolated to the
+10,000 test images, with the decoder's GFLOP/s against the same GEMM peak. The parameters are
 random unless --workdir names a trained run of configs/mnist_vae.py.
 
 Replicas (--replicas R): R seeds trained as one vectorised program (`make_train_chunk` with R
@@ -230,15 +231,17 @@ def bench_evaluation(config, trainer, dataset, params, peak):
   test = report.eval_data(dataset, dataset.test, jax.random.key(config.eval.seed))
   test = test[:_EVAL_EXAMPLES.value]
   k = _EVAL_K.value
-  shapes = [(int(b), int(c), True) for b in _EVAL_BATCH_SIZES.value
-            for c in _EVAL_CHUNK_SIZES.value]
+  # (batch_size, chunk_size, fast, diagnostics): each shape with and without the k-hat and ESS.
+  shapes = [(int(b), int(c), True, d) for b in _EVAL_BATCH_SIZES.value
+            for c in _EVAL_CHUNK_SIZES.value for d in (True, False)]
   if _PLAIN_JIT.value:
-    shapes += [(b, c, False) for b, c, _ in shapes]
+    shapes += [(b, c, False, d) for b, c, _, d in shapes]
 
-  def run(batch_size, chunk_size, fast, data):
+  def run(batch_size, chunk_size, fast, diagnostics, data):
     tic = time.perf_counter()
     ll = evaluation.log_likelihood(model, params, data, jax.random.key(2), num_samples=k,
-                                   chunk_size=chunk_size, batch_size=batch_size, fast=fast)
+                                   chunk_size=chunk_size, batch_size=batch_size, fast=fast,
+                                   diagnostics=diagnostics)
     return time.perf_counter() - tic, ll["mean"]
 
   first = {shape: run(*shape, test[:shape[0]])[0] for shape in shapes}  # compiles
@@ -251,7 +254,8 @@ def bench_evaluation(config, trainer, dataset, params, peak):
   flops = k * matmul_flops(DECODER) + matmul_flops(ENCODER)
   for shape, t in times.items():
     per_10k = min(t) / len(test) * 10_000
-    compiled = "" if shape[2] else " (plain jax.jit)"
+    compiled = ("" if shape[2] else " (plain jax.jit)") + (
+        ", k-hat and ESS" if shape[3] else ", no diagnostics")
     print(f"eval{compiled} K={k}, batch_size={shape[0]}, chunk_size={shape[1]}: "
           f"{len(test)} images in "
           f"{min(t):.1f} s (fastest of {len(t)}; compile + first batch {first[shape]:.1f} s) = "
@@ -259,6 +263,11 @@ def bench_evaluation(config, trainer, dataset, params, peak):
           f"{len(test) * flops / min(t) / 1e9:.0f} GFLOP/s = "
           f"{len(test) * flops / min(t) / 1e9 / peak:.0%} of the GEMM peak; mean log-likelihood "
           f"{means[shape]:.2f} nats")
+  for shape, t in times.items():
+    if shape[3]:
+      plain = min(times[(*shape[:3], False)])
+      print(f"k-hat and ESS cost at batch_size={shape[0]}, chunk_size={shape[1]}: "
+            f"{min(t) / plain - 1:+.1%} of the evaluation without them")
 
 
 def bench_draws(repeats=7, steps=298):

@@ -114,7 +114,12 @@ def test_the_bounds_smoke_trains_six_objectives_and_analyses_the_iwae_gradients(
   with open(tmp_path / "snr.csv") as f:
     snr_rows = list(csv.DictReader(f))
   assert {(r["num_samples"], r["estimator"]) for r in snr_rows} == {
-      (k, e) for k in ("1", "10") for e in ("reparam", "stl", "dreg")}
+      (k, e) for k in ("1", "30") for e in ("reparam", "stl", "dreg")}
+  # Beside each K, the importance weights' k-hat (none at K = 1: no tail to fit) and ESS.
+  by_k = {r["num_samples"]: r for r in snr_rows}
+  assert by_k["1"]["khat_median"] == "nan" and float(by_k["1"]["ess_median"]) == 1.0
+  assert 0 < float(by_k["30"]["khat_median"]) <= float(by_k["30"]["khat_max"])
+  assert 1 <= float(by_k["30"]["ess_median"]) <= 30
   assert {(r["cell"], r["seed"], r["batch_size"], r["num_draws"]) for r in snr_rows} == {
       ("iwae", "0", "8", "10")}
   _png(tmp_path / "gradient_snr.png")

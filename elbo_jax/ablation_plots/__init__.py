@@ -7,9 +7,12 @@ into the one FIGURES registry (`base` says what an entry is):
   images         prior_samples (with the VampPrior's pseudo-inputs), samples_and_reconstructions,
                  latent_manifold
   gradient_snr   gradient_snr (Rainforth et al. 2018; Tucker et al. 2019)
+and the ANALYSES of ablations that train nothing:
+  toy_snr        gaussian_toy_snr (Rainforth et al. 2018's Gaussian toy, `elbo_jax.gaussian_toy`)
 """
 
-from elbo_jax.ablation_plots import bars, curves, gradient_snr, images
-from elbo_jax.ablation_plots.base import FIGURES, check_options
+from elbo_jax.ablation_plots import bars, curves, gradient_snr, images, toy_snr
+from elbo_jax.ablation_plots.base import ANALYSES, FIGURES, check_options
 
-__all__ = ["FIGURES", "bars", "check_options", "curves", "gradient_snr", "images"]
+__all__ = ["ANALYSES", "FIGURES", "bars", "check_options", "curves", "gradient_snr", "images",
+           "toy_snr"]

@@ -5,7 +5,8 @@ workdir, or None while nothing it draws has finished: rows are results.csv's (on
 seed, metrics as floats, done runs only carrying them), specs the `sweep.RunSpec`s in cell order,
 so a figure can also open a run's files or load its trained model (`load_runs`). A figure
 registered with a `check` refuses bad options with a one-line ConfigError before a sweep trains
-anything (`check_options`).
+anything (`check_options`). An ablation with an `analysis` (ANALYSES) trains no cell: that
+function writes all its outputs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from elbo_jax import io, report, train
 from elbo_jax.registry import Registry
 
 FIGURES: Registry = Registry("ablation figures")
+# An ablation that trains nothing names one of these as its `analysis`:
+# fn(ablation, workdir, command) -> the rows of the results.csv it wrote beside its own table.md
+# and figures (e.g. `toy_snr`, a model whose every quantity is known in closed form).
+ANALYSES: Registry = Registry("ablation analysis")
 
 
 def register(name: str, check: Callable | None = None):

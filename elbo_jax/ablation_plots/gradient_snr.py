@@ -77,7 +77,9 @@ def _cached_rows(path: str, provenance: dict, pairs: set) -> list[dict] | None:
   with open(path) as f:
     rows = list(csv.DictReader(f))
   same_source = all(row.get(k) == str(v) for row in rows for k, v in provenance.items())
-  if not same_source or {(int(r["num_samples"]), r["estimator"]) for r in rows} != pairs:
+  # Rows written before the importance-weight diagnostics existed are computed again.
+  if (not same_source or not rows or "khat_median" not in rows[0]
+      or {(int(r["num_samples"]), r["estimator"]) for r in rows} != pairs):
     return None
   return [{k: v if k == "cell" else _parse(v) for k, v in row.items()} for row in rows]
 
@@ -87,7 +89,8 @@ def gradient_snr(ablation, rows, specs, workdir) -> str | None:
   """SNR = |E g| / std g per parameter against K (log-log), left the inference network, right the
   generative one, one line per estimator (`snr.plot_snr`), at the latest parameters of
   `snr.cell`'s first seed, on its first `snr.batch_size` test images (binarised as the evaluation
-  binarises them). Writes snr.csv beside the PNG; None until that run has finished."""
+  binarises them), with each K's median k-hat and ESS of the importance weights on those images.
+  Writes snr.csv beside the PNG; None until that run has finished."""
   from elbo_jax.tables import write_csv  # the CSV writer lives beside results.csv
 
   del rows
