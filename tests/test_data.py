@@ -177,8 +177,7 @@ def test_local_amat_directory_is_the_fixed_binarisation_as_stored(tmp_path):
     assert stored.shape == (len(x), 28, 28, 1) and stored.dtype == np.float32
     np.testing.assert_array_equal(stored[..., 0], x)
   assert dataset.info["sizes"] == {"train": 7, "validation": 3, "test": 4}
-  assert dataset.info["binarization"] == (
-      "fixed: Larochelle & Murray's binarised MNIST (.amat files)")
+  assert dataset.info["binarization"] == data.FIXED_BINARIZATION
   assert dataset.info["source"] == "local" and dataset.info["name"] == "binarized_mnist"
   _assert_one_line_error(r"already binary", name="binarized_mnist", path=str(tmp_path))
 
