@@ -145,7 +145,8 @@ def khat_histogram(khat, ess, num_samples: int, path, threshold: float = 0.7, ti
   """Histogram of the per-example Pareto k-hat of the importance weights (left; the dashed line is
   `threshold`, above which an example's estimate is not reliable) and of ESS / K (right).
 
-  khat, ess: [N]; nan k-hat (K too small for the fit) are left out and counted in the title.
+  khat, ess: [N]; nan k-hat (K too small for the fit) are left out and counted in the title, and
+  so are the ESS of examples whose weights are not finite (a diverged model).
   """
   khat, ess = np.asarray(khat, np.float64), np.asarray(ess, np.float64)
   fitted = khat[np.isfinite(khat)]
@@ -161,10 +162,14 @@ def khat_histogram(khat, ess, num_samples: int, path, threshold: float = 0.7, ti
               va="center", transform=left.transAxes)
   left.set_xlabel("Pareto k-hat of the importance weights")
   left.set_ylabel("examples")
-  share = ess / num_samples
-  bins = np.geomspace(share.min(), share.max(), 40) if share.min() < share.max() else 40
-  right.hist(share, bins=bins, color="tab:green", alpha=0.8)
-  right.set_xscale("log")
+  share = ess[np.isfinite(ess) & (ess > 0)] / num_samples  # none where every weight is nan
+  if share.size:
+    bins = np.geomspace(share.min(), share.max(), 40) if share.min() < share.max() else 40
+    right.hist(share, bins=bins, color="tab:green", alpha=0.8)
+    right.set_xscale("log")
+  else:
+    right.text(0.5, 0.5, "no finite importance weights", ha="center", va="center",
+               transform=right.transAxes)
   right.set_xlabel(f"ESS / K  (ESS = (sum w)^2 / sum w^2, K = {num_samples})")
   for ax in (left, right):
     ax.grid(alpha=0.3)

@@ -17,7 +17,7 @@ import pytest
 
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
-from elbo_jax import io, sweep, train
+from elbo_jax import io, sweep, sweep_workdir, train
 from elbo_jax.registry import ConfigError
 from elbo_jax.version import __version__
 from elbo_jax.workdir import WorkdirLock
@@ -175,18 +175,21 @@ def test_a_workdir_holding_a_different_ablation_is_refused(tmp_path):
 
 
 def test_a_sweep_recorded_before_a_config_field_existed_still_resumes(tmp_path):
-  ablation = _ablation(seeds=(0,))
-  specs = sweep.run_specs(ablation, str(tmp_path))
-  sweep.record_identity(ablation, str(tmp_path), specs, "")
+  ablation, workdir = _ablation(seeds=(0,)), str(tmp_path)
+  specs = sweep.run_specs(ablation, workdir)
+  sweep_workdir.record(ablation, workdir, specs, (), "")
+  for spec in specs:  # runs that have trained: a changed config is refused, not taken over
+    os.makedirs(spec.workdir)
+    io.write_json_atomic(os.path.join(spec.workdir, "results.json"), {})
   stored = io.read_json(tmp_path / "ablation.json")
   for run in stored["runs"].values():  # as written before training.early_stopping_patience
     del run["training"]["early_stopping_patience"]
-  io.write_json_atomic(tmp_path / "ablation.json", stored)
-  sweep.check_identity(ablation, str(tmp_path), specs)  # the new field at its default: the same
+  # The new field at its default: the same runs.
+  assert sweep_workdir.changed_runs(ablation, stored, workdir, specs) == []
   with ablation.base.unlocked():
     ablation.base.training.early_stopping_patience = 5
   with pytest.raises(ConfigError, match="differs in: training.early_stopping_patience"):
-    sweep.check_identity(ablation, str(tmp_path), sweep.run_specs(ablation, str(tmp_path)))
+    sweep_workdir.changed_runs(ablation, stored, workdir, sweep.run_specs(ablation, workdir))
 
 
 def test_a_workdir_recorded_before_a_config_field_existed_is_the_same_ablation(tmp_path):
