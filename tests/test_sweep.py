@@ -48,6 +48,7 @@ def _params(workdir):
   return manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())["params"]
 
 
+@pytest.mark.slow
 def test_the_beta_smoke_ablation_trains_21_runs_as_one_program_and_plots_the_plane(tmp_path):
   from configs.ablations import beta_rate_distortion
   rows = sweep.run(beta_rate_distortion.get_config("smoke"), str(tmp_path))
@@ -61,6 +62,7 @@ def test_the_beta_smoke_ablation_trains_21_runs_as_one_program_and_plots_the_pla
   assert rate[0.1] > rate[8.0]  # a heavier KL weight buys less rate
 
 
+@pytest.mark.slow
 def test_the_burda_smoke_ablation_on_digits_leaves_out_the_papers_mnist_column(tmp_path):
   from configs.ablations import burda_table1
   rows = sweep.run(burda_table1.get_config("smoke"), str(tmp_path))
@@ -94,6 +96,7 @@ def test_the_burda_paper_variant_has_both_rows_all_six_columns_and_the_published
   assert dict(ablation.references["2-iwae_k50"]) == {"nll": 82.90}
 
 
+@pytest.mark.slow
 def test_a_replica_of_a_vectorised_group_ends_as_its_standalone_run(tmp_path):
   # The replicas differ in every field a group may vary; each must match its own single run.
   variants = [
@@ -123,6 +126,7 @@ def _ablate_cmd(config, workdir, *extra):
           f"--workdir={workdir}", *extra]
 
 
+@pytest.mark.slow
 def test_a_sweep_killed_mid_run_resumes_to_the_same_results(tmp_path):
   from tests import tiny_ablation
   config = "tests/tiny_ablation.py"
@@ -142,6 +146,7 @@ def test_a_sweep_killed_mid_run_resumes_to_the_same_results(tmp_path):
   assert _rows(straight) == _rows(killed)
 
 
+@pytest.mark.slow
 def test_adding_a_cell_trains_only_that_cell(tmp_path):
   workdir = str(tmp_path)
   sweep.run(_ablation(), workdir)
