@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
-from elbo_jax import initialization, objectives
+from elbo_jax import components, initialization, objectives
 from elbo_jax.likelihoods import LIKELIHOODS
 from elbo_jax.mesh import PLATFORMS
 from elbo_jax.models import ENCODER_DECODER_MODELS, MODELS
@@ -35,9 +35,16 @@ from elbo_jax.vae import VAE
 NONFINITE_POLICIES = ("stop", "skip")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 # Fields that replicas of one vectorised program may differ in: they enter the program as traced
-# values (keys, KL weight, free bits, learning rate), not as shapes or code.
+# values (keys, KL weight, free bits, learning rate), not as shapes or code. An objective adds the
+# options it declares traced (`vectorizable_fields`).
 VECTORIZABLE_FIELDS = ("seed", "objective.beta", "objective.free_bits", "objective.warmup_epochs",
                        "optimizer.learning_rate", "optimizer.weight_decay")
+
+
+def vectorizable_fields(config) -> tuple[str, ...]:
+  """VECTORIZABLE_FIELDS and the objective's traced options (`objectives.register`)."""
+  traced = objectives.traced_options(config.objective.name)
+  return VECTORIZABLE_FIELDS + tuple(f"objective.{name}" for name in traced)
 
 
 def _one_of(field: str, value: Any, allowed: Sequence[str]) -> None:
@@ -53,12 +60,11 @@ def _non_negative(field: str, value: Any) -> None:
 def check_config(config) -> None:
   """Raises a ConfigError naming the first invalid field among those that need no data."""
   for registry, name in [
-      (LIKELIHOODS, config.likelihood.name), (PRIORS, config.prior.name),
-      (POSTERIORS, config.posterior.name), (objectives.OBJECTIVES, config.objective.name),
       (MODELS, config.model.name), (OPTIMIZERS, config.optimizer.name),
       (SCHEDULES, config.optimizer.schedule), (initialization.SCHEMES, config.model.init),
   ]:
     registry.get(name)
+  components.check(config, config_lib.default_config())
   for field in ("model.latent_dim", "objective.num_samples", "objective.num_averages",
                 "training.batch_size", "training.num_epochs", "training.steps_per_call",
                 "training.checkpoint_every",
@@ -94,28 +100,25 @@ def check_config(config) -> None:
                       f"two_layer (got {config.likelihood.name!r}, {config.model.name!r})")
 
 
+def _build(registry, cfg, **supplied):
+  """The component `cfg.name` with its options from `cfg` and, of the arguments the builder
+  `supplied` (shapes, dtypes), those it declares."""
+  declared = registry.option_names(cfg.name)
+  return registry.get(cfg.name)(**{k: v for k, v in supplied.items() if k in declared},
+                                **registry.options(cfg, exclude=supplied))
+
+
 def build_likelihood(config, data_shape):
-  cfg = config.likelihood
-  cls = LIKELIHOODS.get(cfg.name)
-  options = {"gaussian": dict(variance=cfg.variance, scale=cfg.scale),
-             "discretized_logistic_mixture": dict(num_mixtures=cfg.num_mixtures)}
-  return cls(event_shape=tuple(data_shape), **options.get(cfg.name, {}))
+  return _build(LIKELIHOODS, config.likelihood, event_shape=tuple(data_shape))
 
 
 def build_prior(config, data_shape):
-  cfg = config.prior
-  latent_dim = config.model.latent_dim
-  options = {"mog": dict(num_components=cfg.num_components),
-             "vamp": dict(num_pseudo_inputs=cfg.num_pseudo_inputs, data_shape=tuple(data_shape))}
-  return PRIORS.get(cfg.name)(latent_dim=latent_dim, **options.get(cfg.name, {}))
+  return _build(PRIORS, config.prior, latent_dim=config.model.latent_dim,
+                data_shape=tuple(data_shape))
 
 
 def build_posterior(config, dtype=jnp.float32):
-  cfg = config.posterior
-  options = {"planar_flow": dict(num_flows=cfg.num_flows),
-             "iaf": dict(num_flows=cfg.num_flows, hidden=cfg.hidden)}
-  return POSTERIORS.get(cfg.name)(latent_dim=config.model.latent_dim, dtype=dtype,
-                                  **options.get(cfg.name, {}))
+  return _build(POSTERIORS, config.posterior, latent_dim=config.model.latent_dim, dtype=dtype)
 
 
 def build_model(config, dataset, compute_dtype: str | None = None):
@@ -145,20 +148,21 @@ def build_model(config, dataset, compute_dtype: str | None = None):
 
 
 def check_group(configs: Sequence) -> None:
-  """Raises a ConfigError unless the configs differ only in VECTORIZABLE_FIELDS."""
+  """Raises a ConfigError unless the configs differ only in `vectorizable_fields`."""
   first = config_lib.to_json(configs[0])
-  ignore = config_lib.NON_IDENTITY_FIELDS + VECTORIZABLE_FIELDS
+  vectorizable = vectorizable_fields(configs[0])
+  ignore = config_lib.NON_IDENTITY_FIELDS + vectorizable
   for other in configs[1:]:
     differing = config_lib.differences(first, config_lib.to_json(other), ignore=ignore)
     if differing:
       raise ConfigError(
           f"runs of one vectorised group differ in {', '.join(differing)}, which changes shapes "
-          f"or code; a group may differ only in: {', '.join(VECTORIZABLE_FIELDS)}")
+          f"or code; a group may differ only in: {', '.join(vectorizable)}")
 
 
 @dataclasses.dataclass(frozen=True)
 class Trainer:
-  """The parts of a training program that its replicas share (everything but VECTORIZABLE_FIELDS).
+  """The parts of a training program that its replicas share (all but `vectorizable_fields`).
 
   Attributes:
     model: the protocol model; per_example: its objective, f(params, x, key, beta) -> terms.

@@ -11,7 +11,7 @@ import os
 
 import ml_collections
 
-from elbo_jax import data, io
+from elbo_jax import components, data, io
 from elbo_jax.registry import ConfigError
 
 CONFIG_FILE = "config.json"  # a run's resolved config, in its workdir
@@ -161,7 +161,9 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 def identity(config_json: dict, ignore=NON_IDENTITY_FIELDS) -> dict:
-  """The flattened JSON config without the `ignore`d fields (a name covers its whole section)."""
+  """The flattened JSON config without the `ignore`d fields (a name covers its whole section) and
+  the options its components do not read (`components.unread_fields`)."""
+  ignore = (*ignore, *components.unread_fields(config_json))
   ignored = lambda k: any(k == f or k.startswith(f + ".") for f in ignore)
   return {k: v for k, v in flatten(config_json).items() if not ignored(k)}
 

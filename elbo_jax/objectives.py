@@ -26,7 +26,7 @@ which act on the batch-averaged KL per dimension, are applied).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,27 @@ from elbo_jax.vae import VAE, merge_params, split_params
 PerExample = Callable[..., dict]
 ESTIMATORS = ("reparam", "stl", "dreg")
 KL_MODES = ("auto", "analytic", "mc")
+
+OBJECTIVES: Registry = Registry("objective.name")
+# Fields of the objective section that the training step reads, whatever the objective: the KL
+# weight (a per-call argument of every per-example function), its warm-up, free bits.
+READ_BY_TRAINER = ("beta", "warmup_epochs", "free_bits")
+
+
+def register(name: str, traced: Sequence[str] = ()):
+  """Registers an objective's constructor under `name` (a decorator).
+
+  The constructor takes the model and its options as keywords (read from the `objective` config
+  section, `from_config`) and returns a per-example function. traced: the options that replicas
+  of one vectorised program may differ in; the training step passes each as a traced scalar
+  keyword argument, f(params, x, key, beta, **traced), and `build.vectorizable_fields` adds
+  "objective.<option>" to the fields a group may differ in.
+  """
+  def add(constructor):
+    constructor.traced = tuple(traced)
+    return OBJECTIVES.register(name)(constructor)
+
+  return add
 
 
 def assemble(model, likelihood=None, prior=None, posterior=None):
@@ -70,6 +91,7 @@ def _check_kl_mode(model, kl: str) -> bool:
   return kl != "mc" and model.has_analytic_kl
 
 
+@register("elbo")
 def elbo(model, *, likelihood=None, prior=None, posterior=None, num_samples: int = 1,
          kl: str = "auto", beta: float = 1.0) -> PerExample:
   """The ELBO with S reparameterised samples; `beta` != 1 gives the beta-ELBO (Higgins et al.).
@@ -111,9 +133,12 @@ def elbo(model, *, likelihood=None, prior=None, posterior=None, num_samples: int
   return per_example
 
 
-def beta_elbo(model, *, beta: float, **kwargs) -> PerExample:
+@register("beta_elbo")
+def beta_elbo(model, *, likelihood=None, prior=None, posterior=None, num_samples: int = 1,
+              kl: str = "auto", beta: float = 1.0) -> PerExample:
   """The beta-ELBO of Higgins et al. 2017: E_q[log p(x|z)] - beta * KL; `bound` stays the ELBO."""
-  return elbo(model, beta=beta, **kwargs)
+  return elbo(model, likelihood=likelihood, prior=prior, posterior=posterior,
+              num_samples=num_samples, kl=kl, beta=beta)
 
 
 def _check_estimator(model, estimator: str) -> None:
@@ -213,6 +238,7 @@ def _without_beta(model, terms_fn) -> PerExample:
   return per_example
 
 
+@register("iwae")
 def iwae(model, *, likelihood=None, prior=None, posterior=None, num_samples: int = 5,
          estimator: str = "reparam") -> PerExample:
   """The importance-weighted bound log (1/K) sum_k p(x, z_k) / q(z_k|x) (Burda et al. 2015).
@@ -233,6 +259,7 @@ def iwae(model, *, likelihood=None, prior=None, posterior=None, num_samples: int
                num_samples=num_samples, estimator=estimator)
 
 
+@register("miwae")
 def miwae(model, *, likelihood=None, prior=None, posterior=None, num_averages: int = 1,
           num_samples: int = 5, estimator: str = "reparam") -> PerExample:
   """MIWAE(M, K) = (1/M) sum_m log (1/K) sum_k w_mk (Rainforth et al. 2018): M IWAE_K bounds
@@ -252,6 +279,7 @@ def miwae(model, *, likelihood=None, prior=None, posterior=None, num_averages: i
   return _without_beta(model, terms_fn)
 
 
+@register("ciwae")
 def ciwae(model, *, likelihood=None, prior=None, posterior=None, num_samples: int = 5,
           ciwae_beta: float = 0.5, estimator: str = "reparam") -> PerExample:
   """CIWAE(beta) = beta * ELBO + (1 - beta) * IWAE_K from the same K samples (Rainforth et al.
@@ -273,6 +301,7 @@ def ciwae(model, *, likelihood=None, prior=None, posterior=None, num_samples: in
   return _without_beta(model, terms_fn)
 
 
+@register("piwae")
 def piwae(model, *, likelihood=None, prior=None, posterior=None, num_averages: int = 1,
           num_samples: int = 5, estimator: str = "reparam") -> PerExample:
   """PIWAE(M, K) (Rainforth et al. 2018): from the same M*K samples, the inference network ascends
@@ -357,35 +386,14 @@ def kl_weight(step, beta, warmup_steps):
   return jnp.where(warmup_steps > 0, beta * ramp, beta).astype(jnp.float32)
 
 
-OBJECTIVES: Registry = Registry("objective.name")
-OBJECTIVES.register("elbo")(elbo)
-OBJECTIVES.register("beta_elbo")(beta_elbo)
-OBJECTIVES.register("iwae")(iwae)
-OBJECTIVES.register("miwae")(miwae)
-OBJECTIVES.register("ciwae")(ciwae)
-OBJECTIVES.register("piwae")(piwae)
-IMPORTANCE_WEIGHTED = ("iwae", "miwae", "ciwae", "piwae")
-AVERAGED = ("miwae", "piwae")
+def traced_options(name: str) -> tuple[str, ...]:
+  """The options of the objective `name` that vary per replica as traced values (`register`)."""
+  return getattr(OBJECTIVES.get(name), "traced", ())
 
 
 def from_config(model, cfg) -> PerExample:
-  """Builds the per-example objective named by an `objective` ConfigDict."""
-  build = OBJECTIVES.get(cfg.name)
-  positive_int("objective.num_averages", cfg.num_averages)
-  if cfg.num_averages != 1 and cfg.name not in AVERAGED:
-    raise ConfigError(
-        f"objective.num_averages={cfg.num_averages!r} applies to objective.name in: "
-        f"{', '.join(AVERAGED)}; use objective.num_averages=1"
-    )
-  options = {"miwae": {"num_averages": cfg.num_averages},
-             "piwae": {"num_averages": cfg.num_averages},
-             "ciwae": {"ciwae_beta": cfg.ciwae_beta}}
-  if cfg.name in IMPORTANCE_WEIGHTED:
-    return build(model, num_samples=cfg.num_samples, estimator=cfg.estimator,
-                 **options.get(cfg.name, {}))
-  if cfg.estimator != "reparam":
-    raise ConfigError(
-        f"objective.estimator={cfg.estimator!r} applies to objective.name in: "
-        f"{', '.join(IMPORTANCE_WEIGHTED)}; use objective.estimator='reparam'"
-    )
-  return build(model, num_samples=cfg.num_samples, kl=cfg.kl, beta=cfg.beta)
+  """Builds the per-example objective named by an `objective` ConfigDict: its constructor gets
+  the section's fields it declares (`registry.option_names`); another field set away from its
+  default is a one-line ConfigError naming the objectives that read it."""
+  OBJECTIVES.check_unread(cfg, read=READ_BY_TRAINER)
+  return OBJECTIVES.get(cfg.name)(model, **OBJECTIVES.options(cfg))

@@ -7,8 +7,9 @@ ordinary run directory, `<workdir>/cells/<cell>/seed-<s>/`, that `experiments.ev
 
   axes       ((axis name, ((value name, {"section.field": value, ...}), ...)), ...); build them
              with `axis(...)` and `grid(...)`; cells are their product, named "v1-v2-..."
-  vectorize  "auto": runs that differ only in `build.VECTORIZABLE_FIELDS` (seed, beta, free bits,
-             warm-up, learning rate, weight decay) train as one vmapped program, the rest one group
+  vectorize  "auto": runs that differ only in `build.vectorizable_fields` (seed, beta, free bits,
+             warm-up, learning rate, weight decay, an objective's traced options) train as one
+             vmapped program, the rest one group
              after another; "all": every run must fit in one group (else a one-line error);
              "none": one run at a time.
 
@@ -233,9 +234,9 @@ def plan_groups(specs: Sequence[RunSpec], vectorize: str, max_replicas: int, *,
     return [[s] for s in pending]
   if vectorize == "all" and pending:
     build.check_group([s.config for s in pending])
-  ignore = config_lib.NON_IDENTITY_FIELDS + build.VECTORIZABLE_FIELDS
   by_key: dict[str, list[RunSpec]] = {}
   for s in pending:
+    ignore = config_lib.NON_IDENTITY_FIELDS + build.vectorizable_fields(s.config)
     key = io.json_line(config_lib.identity(config_lib.to_json(s.config), ignore))
     by_key.setdefault(key, []).append(s)
   groups = []

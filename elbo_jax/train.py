@@ -1,7 +1,7 @@
 """Training: `create_train_state`, `make_train_step`, `make_train_chunk`, and the host loop.
 
 `train_group(configs, workdirs)` trains one run, or a group of replicas that differ only in seed and
-scalar hyper-parameters (`build.VECTORIZABLE_FIELDS`) as ONE jitted program: the train states are
+scalar hyper-parameters (`build.vectorizable_fields`) as ONE jitted program: the train states are
 stacked on a leading replica axis and the scanned chunk of steps is `jax.vmap`-ed over it.
 `train_and_evaluate(config, workdir)` is a group of one.
 
@@ -112,14 +112,17 @@ def create_train_state(model, optimizer, example, key, init: str = "default",
 
 
 def hyperparameters(config, trainer: Trainer) -> dict:
-  """A replica's traced inputs: its keys and the scalar hyper-parameters replicas may differ in."""
+  """A replica's traced inputs: its keys and the scalar hyper-parameters replicas may differ in,
+  the objective's traced options (`objectives.register`) under "objective"."""
   keys = split_seed(config.seed)
   f32 = lambda v: jnp.asarray(v, jnp.float32)
   return {"train_key": keys["train"], "data_key": keys["data"],
           "beta": f32(config.objective.beta), "free_bits": f32(config.objective.free_bits),
           "warmup_steps": f32(config.objective.warmup_epochs * trainer.steps_per_epoch),
           "learning_rate": f32(config.optimizer.learning_rate),
-          "weight_decay": f32(config.optimizer.weight_decay)}
+          "weight_decay": f32(config.optimizer.weight_decay),
+          "objective": {name: f32(config.objective[name])
+                        for name in objectives.traced_options(config.objective.name)}}
 
 
 def nonfinite_flags(terms: dict, grad_norm) -> jax.Array:
@@ -138,7 +141,9 @@ def make_train_step(trainer: Trainer, mesh):
   batch: [B, *data_shape]; hp: `hyperparameters` of one replica.
   """
   batch_sharding = mesh_lib.sharding(mesh, "data")
-  vmapped = jax.vmap(trainer.per_example, in_axes=(None, 0, 0, None))
+  # The objective's traced options are keyword arguments, which vmap would map: one per replica.
+  vmapped = jax.vmap(lambda params, x, key, beta, options: trainer.per_example(
+      params, x, key, beta, **options), in_axes=(None, 0, 0, None, None))
 
   def train_step(state, batch, key, hp):
     batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
@@ -151,7 +156,7 @@ def make_train_step(trainer: Trainer, mesh):
     free_bits = hp["free_bits"] if trainer.free_bits else 0.0
 
     def loss_fn(params):
-      terms = vmapped(params, batch, keys, beta)
+      terms = vmapped(params, batch, keys, beta, hp["objective"])
       return objectives.reduce_loss(terms, beta, free_bits), terms
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -361,7 +366,7 @@ def check_group(configs: Sequence, dataset) -> None:
 
 def train_group(configs: Sequence, workdirs: Sequence[str], *, raise_on_failure: bool = True,
                 desc: str = "train", dataset=None, position: int = 0) -> list[dict | None]:
-  """Trains runs that differ only in `build.VECTORIZABLE_FIELDS` as one program, and evaluates them.
+  """Trains runs that differ only in `build.vectorizable_fields` as one program, and evaluates them.
 
   Each run is an ordinary workdir (resumable, evaluable on its own). Returns each run's results
   (what workdir/results.json holds), or None for a run that stopped: with `raise_on_failure` the
