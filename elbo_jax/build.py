@@ -20,9 +20,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from elbo_jax import components, initialization, objectives
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
-from elbo_jax import components, initialization, objectives
 from elbo_jax.likelihoods import LIKELIHOODS
 from elbo_jax.mesh import PLATFORMS
 from elbo_jax.models import ENCODER_DECODER_MODELS, MODELS

@@ -1,4 +1,4 @@
-"""One config section per component: `<section>.name` picks the implementation, the rest are options.
+"""One config section per component: `<section>.name` picks it, its other fields are options.
 
 The likelihood, prior, posterior and objective are each chosen from a registry by their section's
 `name`; every other field of the section is an option, passed to the implementation as a keyword

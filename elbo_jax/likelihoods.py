@@ -79,7 +79,7 @@ def checked(fn):
   return run
 
 
-class _Likelihood(nn.Module):
+class Likelihood(nn.Module):
   """Shared fields and checks; `event_shape` is one datum's shape, e.g. (28, 28, 1)."""
 
   event_shape: tuple
@@ -156,7 +156,7 @@ class _Likelihood(nn.Module):
 
 
 @LIKELIHOODS.register("bernoulli")
-class Bernoulli(_Likelihood):
+class Bernoulli(Likelihood):
   """Independent Bernoulli per element; raw = logits [..., *event_shape]."""
 
   data_kind = "unit_interval"
@@ -172,7 +172,7 @@ class Bernoulli(_Likelihood):
 
 
 @LIKELIHOODS.register("continuous_bernoulli")
-class ContinuousBernoulli(_Likelihood):
+class ContinuousBernoulli(Likelihood):
   """Continuous Bernoulli per element (Loaiza-Ganem & Cunningham, 2019); raw = logits.
 
   `mean` is the distribution's mean, which is not lambda = sigmoid(raw).
@@ -198,7 +198,7 @@ class ContinuousBernoulli(_Likelihood):
 
 
 @LIKELIHOODS.register("gaussian")
-class Gaussian(_Likelihood):
+class Gaussian(Likelihood):
   """Independent Gaussian per element; raw = means [..., *event_shape].
 
   Attributes:
@@ -243,7 +243,7 @@ class Gaussian(_Likelihood):
 
 
 @LIKELIHOODS.register("discretized_logistic_mixture")
-class DiscretizedLogisticMixture(_Likelihood):
+class DiscretizedLogisticMixture(Likelihood):
   """PixelCNN++-style discretised mixture of logistics over 256 levels, per element.
 
   event_shape is (..., C) with channels last. raw: [..., *event_shape[:-1], C * 3 * K], its last
@@ -308,7 +308,7 @@ class DiscretizedLogisticMixture(_Likelihood):
 
 
 @LIKELIHOODS.register("categorical")
-class Categorical(_Likelihood):
+class Categorical(Likelihood):
   """A free 256-way categorical per element.
 
   raw: [..., *event_shape[:-1], C * 256], its last axis read as [C, 256] logits.

@@ -23,8 +23,9 @@ from tqdm import tqdm
 
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
-from elbo_jax import evaluation, io, objectives, plots, psis
+from elbo_jax import evaluation, io, likelihoods, objectives, plots, psis
 from elbo_jax import mesh as mesh_lib
+from elbo_jax import results as results_lib
 from elbo_jax.build import build_model
 from elbo_jax.metrics import read_metrics
 from elbo_jax.version import __version__
@@ -33,6 +34,20 @@ from elbo_jax.workdir import RESULTS_FILE, git_commit
 EVAL_DTYPE = "float32"
 NUM_SAMPLES = 64  # prior samples in samples.png
 KHAT_FILE = "khat.png"
+# The evaluation's random streams (`eval_key`): fold_in(key(eval.seed), index). "metrics" is split
+# by metric name (`results.metric_key`); the test set's binarisation ("test_data": `eval_data`
+# folds in the set's size) and the figures (key(eval.seed + 1)) predate the names.
+EVAL_STREAMS = {"validation": 1, "log_likelihood": 2, "elbo": 3, "posterior_means": 4,
+                "gradient_snr": 5, "metrics": 6}
+
+
+def eval_key(config, stream: str) -> jax.Array:
+  """The evaluation's random stream `stream` (EVAL_STREAMS, "test_data" or "figures"), from
+  `eval.seed` alone, so that a run's evaluation numbers do not depend on how it was trained."""
+  if stream == "figures":
+    return jax.random.key(config.eval.seed + 1)
+  key = jax.random.key(config.eval.seed)
+  return key if stream == "test_data" else jax.random.fold_in(key, EVAL_STREAMS[stream])
 
 
 def eval_model(config, dataset):
@@ -56,7 +71,7 @@ def make_validator(config, dataset, validation: np.ndarray, test: np.ndarray, me
   """fn(params) -> the ELBO and its terms averaged over the validation set ("eval/..."), and over
   the first `eval.curve_num_test` test examples ("test/...") when that is > 0, for curves of the
   test bound against training time (Kingma & Welling 2013, Figure 2)."""
-  key = jax.random.fold_in(jax.random.key(config.eval.seed), 1)
+  key = eval_key(config, "validation")
   per_example = _elbo_fn(eval_model(config, dataset), 1)
   sets = {"eval": validation, "test": test[:config.eval.curve_num_test]}
 
@@ -113,7 +128,7 @@ def reconstruct(model, params, x, key):
 
 def figure_keys(config):
   """The (prior samples, reconstructions) keys of a run's figures, fixed by `eval.seed`."""
-  return jax.random.split(jax.random.key(config.eval.seed + 1))
+  return jax.random.split(eval_key(config, "figures"))
 
 
 def write_figures(workdir, model, params, test, keys, progress_records):
@@ -144,30 +159,52 @@ def evaluate_run(workdir, config, dataset, params, progress: bool = True, mesh=N
   last ones, recorded as nothing (as before early stopping existed).
 
   The importance-sampled log-likelihood, the costly part, runs on the first `eval.num_test` test
-  examples (0: all); the ELBO, its terms and the active units on the whole test set, with
-  "elbo_on_ll_examples" the ELBO over the log-likelihood's examples, for their difference.
-  Every batch is split over `mesh`'s data axis (all devices of all processes); process 0 writes.
+  examples (0: all); the ELBO, its terms, the active units and the metrics registered with a
+  `compute` (`elbo_jax.results`) on the whole test set, with "elbo_on_ll_examples" the ELBO over
+  the log-likelihood's examples, for their difference. Every batch is split over `mesh`'s data
+  axis (all devices of all processes); process 0 writes.
   """
   model = eval_model(config, dataset)
-  eval_key = jax.random.key(config.eval.seed)
-  test_all = eval_data(dataset, dataset.test, eval_key)
+  test_all = eval_data(dataset, dataset.test, eval_key(config, "test_data"))
   test = test_all[:config.eval.num_test] if config.eval.num_test else test_all
+  ll, test_results = _test_results(config, dataset, model, params, test, test_all, progress, mesh)
+  test_results |= results_lib.compute_all(results_lib.TestSet(
+      config, dataset, model, params, test_all, eval_key(config, "metrics"), mesh))
+  workdir = os.path.abspath(workdir)
+  if not mesh_lib.is_primary():  # process 0 writes the files
+    return {"data": dataset.info, "test": test_results}
+  k = config.eval.num_samples
+  figures = write_figures(workdir, model, params, test, figure_keys(config),
+                          read_metrics(workdir))
+  figures["khat"] = os.path.basename(plots.khat_histogram(
+      ll["khat"], ll["ess"], k, os.path.join(workdir, KHAT_FILE), psis.KHAT_THRESHOLD,
+      title=f"importance weights of the test log-likelihood, {len(test)} examples"))
+  results = {"data": dataset.info, "test": test_results, "figures": figures,
+             "objective": config_lib.to_json(config.objective),
+             "code": {"elbo_jax_version": __version__, "git_commit": git_commit()}}
+  if tested is not None:
+    results["tested_parameters"] = tested
+  io.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
+  return results
+
+
+def _test_results(config, dataset, model, params, test, test_all, progress, mesh):
+  """(the log-likelihood's output, results.json's built-in "test" entries)."""
   k = config.eval.num_samples
   tic = time.perf_counter()
   with tqdm(total=len(test) * config.eval.repeats, unit="example", disable=not progress,
             desc=f"test log-likelihood, K={k}", mininterval=2.0) as bar:
     ll = evaluation.log_likelihood(
-        model, params, test, jax.random.fold_in(eval_key, 2), num_samples=k,
+        model, params, test, eval_key(config, "log_likelihood"), num_samples=k,
         chunk_size=config.eval.chunk_size, batch_size=config.eval.batch_size,
         repeats=config.eval.repeats, progress=bar.update, mesh=mesh)
   ll_seconds = time.perf_counter() - tic
   terms = evaluation.map_dataset(_elbo_fn(model, config.eval.elbo_samples), params, test_all,
-                                 jax.random.fold_in(eval_key, 3),
-                                 batch_size=config.eval.batch_size, mesh=mesh)
-  means = evaluation.posterior_means(model, params, test_all, jax.random.fold_in(eval_key, 4),
+                                 eval_key(config, "elbo"), batch_size=config.eval.batch_size,
+                                 mesh=mesh)
+  means = evaluation.posterior_means(model, params, test_all, eval_key(config, "posterior_means"),
                                      batch_size=config.eval.batch_size, mesh=mesh)
   num_active, unit_variance = evaluation.active_units(means)
-  num_dims = int(np.prod(dataset.shape))
   test_results = {
       f"nll_k{k}": -ll["mean"], f"nll_k{k}_std": ll["std"], "log_likelihood": ll["mean"],
       "log_likelihood_repeats": ll["repeats"], "num_importance_samples": k,
@@ -184,19 +221,5 @@ def evaluate_run(workdir, config, dataset, params, progress: bool = True, mesh=N
   if "kl_per_dim" in terms:
     test_results["kl_per_dim"] = np.mean(terms["kl_per_dim"], 0).tolist()
   if model.likelihood.reports_bits_per_dim:
-    test_results["bpd"] = -ll["mean"] / (num_dims * np.log(2.0))
-  workdir = os.path.abspath(workdir)
-  if not mesh_lib.is_primary():  # process 0 writes the files
-    return {"data": dataset.info, "test": test_results}
-  figures = write_figures(workdir, model, params, test, figure_keys(config),
-                          read_metrics(workdir))
-  figures["khat"] = os.path.basename(plots.khat_histogram(
-      ll["khat"], ll["ess"], k, os.path.join(workdir, KHAT_FILE), psis.KHAT_THRESHOLD,
-      title=f"importance weights of the test log-likelihood, {len(test)} examples"))
-  results = {"data": dataset.info, "test": test_results, "figures": figures,
-             "objective": config_lib.to_json(config.objective),
-             "code": {"elbo_jax_version": __version__, "git_commit": git_commit()}}
-  if tested is not None:
-    results["tested_parameters"] = tested
-  io.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
-  return results
+    test_results["bpd"] = likelihoods.bits_per_dim(-ll["mean"], dataset.shape)
+  return ll, test_results

@@ -40,6 +40,7 @@ from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
 from elbo_jax import mesh as mesh_lib
 from elbo_jax.registry import ConfigError
+from elbo_jax.results import METRICS
 from elbo_jax.workdir import FAILED_FILE, RESULTS_FILE, check_path
 
 VECTORIZE = ("auto", "all", "none")
@@ -324,7 +325,7 @@ def run(ablation, workdir: str, *, extra: Sequence[Cell] = (), table_only: bool 
     raise ConfigError(f"ablation vectorize={ablation.vectorize!r} is not known; allowed values: "
                       f"{', '.join(VECTORIZE)}")
   for name in ablation.metrics:
-    tables.METRICS.get(name)
+    METRICS.get(name)
   # Several processes train each group together; process 0 locks and writes the sweep's files.
   write = mesh_lib.is_primary()
   stored = sweep_workdir.read(workdir)
@@ -335,7 +336,7 @@ def run(ablation, workdir: str, *, extra: Sequence[Cell] = (), table_only: bool 
                         "--table_only to train it")
     _, specs = _resolve(ablation, workdir, stored, extra)
     sweep_workdir.changed_runs(ablation, stored, workdir, specs)
-    return tables.write_outputs(ablation, workdir, specs) if write else []
+    return write_outputs(ablation, workdir, specs) if write else []
   _resolve(ablation, workdir, stored, extra)  # the configs alone, before the workdir is made
   with sweep_workdir.locked(workdir, enabled=write):
     stored = sweep_workdir.read(workdir)  # as the lock's previous holder left it
@@ -351,7 +352,7 @@ def run(ablation, workdir: str, *, extra: Sequence[Cell] = (), table_only: bool 
       sweep_workdir.discard(changed)
       sweep_workdir.record(ablation, workdir, specs, added, command)
     _train(ablation, workdir, specs, groups, datasets, write)
-    return tables.write_outputs(ablation, workdir, specs) if write else []
+    return write_outputs(ablation, workdir, specs) if write else []
 
 
 def _train(ablation, workdir: str, specs, groups, datasets: dict, write: bool) -> None:
@@ -372,4 +373,17 @@ def _train(ablation, workdir: str, specs, groups, datasets: dict, write: bool) -
       bar.update(len(group))
       if write:
         sweep_workdir.log_group(workdir, group, time.time() - tic, resumed)
-        tables.write_outputs(ablation, workdir, specs)
+        write_outputs(ablation, workdir, specs)
+
+
+def write_outputs(ablation, workdir: str, specs) -> list[dict]:
+  """Writes results.csv, table.md and the ablation's figures (atomically); returns the rows."""
+  os.makedirs(workdir, exist_ok=True)
+  rows = [tables.read_row(spec, workdir) for spec in specs]
+  tables.write_csv(os.path.join(workdir, tables.CSV_FILE), rows)
+  io.write_text_atomic(os.path.join(workdir, tables.TABLE_FILE),
+                       tables.markdown(ablation, rows, specs, workdir))
+  if any(r["status"] == "done" for r in rows):
+    for name in ablation.figures:
+      ablation_plots.FIGURES.get(name)(ablation, rows, specs, workdir)
+  return rows

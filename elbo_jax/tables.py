@@ -1,63 +1,28 @@
 """An ablation's outputs: results.csv (one row per cell and seed), table.md (mean +- std over seeds
-with published references where the runs' data and evaluation are the references'), and its
-figures. Everything is read back from the runs' results.json, so `experiments.ablate
---table_only` rebuilds it all from disk.
+with published references where the runs' data and evaluation are the references'), with a
+column per metric of `elbo_jax.results.METRICS`. Everything is read back from the runs'
+results.json, so `experiments.ablate --table_only` rebuilds it all from disk (`sweep.write_outputs`,
+which also draws the figures).
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import os
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from elbo_jax import ablation_plots, io, sweep_workdir
 from elbo_jax import config as config_lib
-from elbo_jax.registry import Registry
+from elbo_jax import io, sweep_workdir
+from elbo_jax.results import METRICS
 from elbo_jax.workdir import FAILED_FILE, RESULTS_FILE
 
-FIGURES = ablation_plots.FIGURES
-
-
-@dataclasses.dataclass(frozen=True)
-class Metric:
-  """A column: its header and how to read it from a run's results.json (None if absent).
-
-  bars: whether `metric_bars` draws it as bars from zero, for a magnitude whose ratios mean
-  something (a count, a KL); else as each cell's mean with a std error bar on an axis fitted to
-  the values, for a quantity whose zero lies far from its differences (log-likelihoods, ELBOs).
-  """
-
-  label: str
-  read: Callable[[dict], float | None]
-  digits: int = 2
-  bars: bool = False
-
-
-def _test(name: str, sign: float = 1.0) -> Callable[[dict], float | None]:
-  return lambda r: None if r["test"].get(name) is None else sign * r["test"][name]
-
-
-METRICS: Registry[Metric] = Registry("ablation metrics")
-METRICS.register("log_likelihood")(Metric("test log p(x)", _test("log_likelihood")))
-METRICS.register("nll")(Metric("test NLL", _test("log_likelihood", -1.0)))
-METRICS.register("elbo")(Metric("test ELBO", _test("elbo")))
-METRICS.register("reconstruction")(Metric("E_q log p(x|z)", _test("log_px_given_z")))
-METRICS.register("kl")(Metric("KL(q||p)", _test("kl"), bars=True))
-# Alemi et al. 2018: rate = E_x KL(q(z|x) || p(z)), distortion = -E_x E_q log p(x|z).
-METRICS.register("rate")(Metric("rate", _test("kl"), bars=True))
-METRICS.register("distortion")(Metric("distortion", _test("log_px_given_z", -1.0)))
-# On the same examples: the log-likelihood may run on a subset of the test set.
-METRICS.register("gap")(Metric("log p(x) - ELBO", lambda r: r["test"]["log_likelihood"]
-                                - r["test"]["elbo_on_ll_examples"], bars=True))
-METRICS.register("active_units")(Metric("active units", _test("active_units"), digits=1,
-                                        bars=True))
-METRICS.register("bpd")(Metric("bits/dim", _test("bpd"), digits=3))
+CSV_FILE = "results.csv"  # an ablation's rows, in its workdir
+TABLE_FILE = "table.md"
 
 
 def read_row(spec, workdir: str) -> dict:
@@ -314,15 +279,3 @@ def write_csv(path: str, rows: Sequence[dict]) -> None:
     writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-
-
-def write_outputs(ablation, workdir: str, specs) -> list[dict]:
-  """Writes results.csv, table.md and the ablation's figures (atomically); returns the rows."""
-  os.makedirs(workdir, exist_ok=True)
-  rows = [read_row(spec, workdir) for spec in specs]
-  write_csv(os.path.join(workdir, "results.csv"), rows)
-  io.write_text_atomic(os.path.join(workdir, "table.md"), markdown(ablation, rows, specs, workdir))
-  if any(r["status"] == "done" for r in rows):
-    for name in ablation.figures:
-      FIGURES.get(name)(ablation, rows, specs, workdir)
-  return rows

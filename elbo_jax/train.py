@@ -438,7 +438,7 @@ def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, positi
   hp = jax.jit(lambda: _stack([hyperparameters(c, trainer) for c in configs]),
                out_shardings=by_replica)()
   chunk_fn = make_train_chunk(trainer, mesh, num_replicas)
-  test = report.eval_data(dataset, dataset.test, jax.random.key(config.eval.seed))
+  test = report.eval_data(dataset, dataset.test, report.eval_key(config, "test_data"))
   validators = [report.make_validator(c, dataset, report.eval_data(
       dataset, dataset.validation, split_seed(c.seed)["eval"]), test, mesh) for c in configs]
 

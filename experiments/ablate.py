@@ -39,7 +39,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  from elbo_jax import mesh, sweep
+  from elbo_jax import mesh, sweep, tables
 
   cli.run_or_exit(mesh.initialize_distributed, _CONFIG.value.base.accelerator)  # before any device
 
@@ -52,7 +52,7 @@ def main(argv):
   rows = cli.run_or_exit(run)
   if not mesh.is_primary():
     return
-  with open(os.path.join(_WORKDIR.value, "table.md")) as f:
+  with open(os.path.join(_WORKDIR.value, tables.TABLE_FILE)) as f:
     print(f.read())
   failed = [r for r in rows if r["status"] == "failed"]
   if failed and not _TABLE_ONLY.value:

@@ -12,6 +12,7 @@ from ml_collections.config_flags.config_flags import ConfigFileFlagParser
 
 from elbo_jax import config as config_lib
 from elbo_jax import io
+from elbo_jax import results as results_lib
 from elbo_jax.registry import ConfigError
 
 INTERRUPTED = 130  # the exit status of a process stopped by Ctrl-C (128 + SIGINT)
@@ -174,6 +175,7 @@ def print_results(results: dict, workdir: str) -> None:
     lines.append(f"importance weights: Pareto k-hat median {test['khat_median']:.2f}, max "
                  f"{test['khat_max']:.2f}, {test['khat_share_above_0.7']:.1%} of examples above "
                  f"0.7; median ESS {test['ess_median']:.0f} of K={k}")
+  lines += results_lib.printed_lines(test)
   lines.append(f"results and figures in {workdir}")
   print("\n".join(lines))
   warning = khat_warning(test)

@@ -1,5 +1,5 @@
 """An ablation's figures, chosen by name in its config (`figures = ("rate_distortion",)`) and
-drawn by `tables.write_outputs` into the ablation's workdir. One module per kind, each registering
+drawn by `sweep.write_outputs` into the ablation's workdir. One module per kind, each registering
 into the one FIGURES registry (`base` says what an entry is):
 
   bars           metric_bars (every tabulated metric per cell), rate_distortion (Alemi et al. 2018)

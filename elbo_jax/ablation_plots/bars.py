@@ -12,6 +12,8 @@ from elbo_jax.ablation_plots.base import cells as _cells
 from elbo_jax.ablation_plots.base import register
 from elbo_jax.ablation_plots.base import values as _values
 from elbo_jax.plots import save_figure
+from elbo_jax.results import METRICS
+from elbo_jax.tables import references
 
 
 @register("metric_bars")
@@ -28,8 +30,6 @@ def metrics_figure(ablation, rows, specs) -> Figure:
   square with a +-1 std error bar on an axis fitted to the values: its differences of a few nats
   sit some 100 nats from zero, where bars from zero would flatten them and bars from anywhere
   else would misstate their ratios."""
-  from elbo_jax.tables import METRICS, references  # the column registry lives beside the table
-
   cells = [c.name for c in _cells(specs)]
   fig = Figure(figsize=(max(6.0, 0.6 * len(cells) + 2), 2.6 * len(ablation.metrics)),
                layout="constrained")

@@ -14,11 +14,10 @@ import csv
 import itertools
 import os
 
-import jax
-
 from elbo_jax import objectives, report, snr
 from elbo_jax.ablation_plots.base import cells, load_runs, register
 from elbo_jax.registry import ConfigError, positive_int
+from elbo_jax.tables import write_csv
 
 SNR_FILE = "snr.csv"
 PNG_FILE = "gradient_snr.png"
@@ -91,7 +90,6 @@ def gradient_snr(ablation, rows, specs, workdir) -> str | None:
   `snr.cell`'s first seed, on its first `snr.batch_size` test images (binarised as the evaluation
   binarises them), with each K's median k-hat and ESS of the importance weights on those images.
   Writes snr.csv beside the PNG; None until that run has finished."""
-  from elbo_jax.tables import write_csv  # the CSV writer lives beside results.csv
 
   del rows
   spec = _target(ablation, specs)
@@ -105,10 +103,10 @@ def gradient_snr(ablation, rows, specs, workdir) -> str | None:
                        set(itertools.product(options.num_samples, options.estimators)))
   if table is None:
     (run,) = load_runs([spec])
-    eval_key = jax.random.key(spec.config.eval.seed)
-    batch = report.eval_data(run.dataset, run.dataset.test, eval_key)[:options.batch_size]
+    batch = report.eval_data(run.dataset, run.dataset.test,
+                             report.eval_key(spec.config, "test_data"))[:options.batch_size]
     sweep_rows = snr.iwae_snr_sweep(
-        run.model, run.params, batch, jax.random.fold_in(eval_key, 5),
+        run.model, run.params, batch, report.eval_key(spec.config, "gradient_snr"),
         num_samples=tuple(options.num_samples), estimators=tuple(options.estimators),
         num_draws=options.num_draws)
     table = [provenance | row for row in sweep_rows]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 
-import jax
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -71,7 +70,7 @@ def samples_and_reconstructions(ablation, rows, specs, workdir) -> str | None:
   for (top, bottom), run in zip(axes.T, load_runs(chosen)):
     sample_key, recon_key = report.figure_keys(run.spec.config)
     test = report.eval_data(run.dataset, run.dataset.test,
-                            jax.random.key(run.spec.config.eval.seed))[:NUM_RECONSTRUCTIONS]
+                            report.eval_key(run.spec.config, "test_data"))[:NUM_RECONSTRUCTIONS]
     samples = report.sample_prior(run.model, run.params, sample_key, report.NUM_SAMPLES)
     _show(top, plots.tile(samples), run.spec.cell.name)
     recons = report.reconstruct(run.model, run.params, test, recon_key)

@@ -24,6 +24,7 @@ import numpy as np
 from elbo_jax import gaussian_toy, io, objectives, snr
 from elbo_jax.ablation_plots.base import ANALYSES
 from elbo_jax.registry import ConfigError, positive_int
+from elbo_jax.tables import CSV_FILE, TABLE_FILE, write_csv
 
 SLOPES_FILE = "slopes.csv"
 PNG_FILE = "gaussian_toy_snr.png"
@@ -142,7 +143,6 @@ def markdown(ablation, rows, slope_rows, seconds: float, command: str) -> str:
 @ANALYSES.register("gaussian_toy_snr")
 def gaussian_toy_snr(ablation, workdir: str, command: str = "") -> list[dict]:
   """Computes the sweep and writes results.csv, slopes.csv, table.md and the log-log figure."""
-  from elbo_jax.tables import write_csv  # the CSV writer lives beside results.csv
 
   check(ablation.toy)
   os.makedirs(workdir, exist_ok=True)
@@ -152,9 +152,9 @@ def gaussian_toy_snr(ablation, workdir: str, command: str = "") -> list[dict]:
     rows = sweep_rows(ablation.toy)
   seconds = time.time() - tic
   slope_rows = slopes(rows)
-  write_csv(os.path.join(workdir, "results.csv"), rows)
+  write_csv(os.path.join(workdir, CSV_FILE), rows)
   write_csv(os.path.join(workdir, SLOPES_FILE), slope_rows)
-  io.write_text_atomic(os.path.join(workdir, "table.md"),
+  io.write_text_atomic(os.path.join(workdir, TABLE_FILE),
                        markdown(ablation, rows, slope_rows, seconds, command))
   snr.plot_snr(rows, os.path.join(workdir, PNG_FILE), statistic="snr_rms", title=(
       f"{ablation.name}: one point's IWAE gradient SNR (unbiased rms over parameters), "
