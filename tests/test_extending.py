@@ -74,10 +74,10 @@ def test_the_renyi_bound_lies_between_the_elbo_and_iwae_and_its_alpha_is_traced(
     assert elbo["bound"] <= half["bound"] <= iwae["bound"]
 
 
-def test_an_option_of_another_component_is_refused_by_name():
-  with pytest.raises(ConfigError, match=r"^likelihood.epsilon=0.2 applies to likelihood.name in: "
-                     r"robust_bernoulli; use likelihood.epsilon=0.01$"):
-    build.check_config(_config(**{"likelihood.name": "bernoulli", "likelihood.epsilon": 0.2}))
+def test_an_option_of_another_objective_is_refused_by_name():
+  with pytest.raises(ConfigError, match=r"^objective.alpha=0.2 applies to objective.name in: "
+                     r"renyi; use objective.alpha=0.5$"):
+    build.check_config(_config(**{"objective.name": "iwae", "objective.alpha": 0.2}))
 
 
 def test_an_unread_option_is_no_part_of_a_runs_identity():
