@@ -29,7 +29,15 @@ from elbo_jax.models import ENCODER_DECODER_MODELS, MODELS
 from elbo_jax.optim import OPTIMIZERS, SCHEDULES, make_optimizer
 from elbo_jax.posteriors import POSTERIORS
 from elbo_jax.priors import PRIORS
-from elbo_jax.registry import ConfigError, positive_int, unit_interval
+from elbo_jax.registry import (
+  ConfigError,
+  non_negative,
+  non_negative_int,
+  one_of,
+  positive,
+  positive_int,
+  unit_interval,
+)
 from elbo_jax.vae import VAE
 
 NONFINITE_POLICIES = ("stop", "skip")
@@ -45,16 +53,6 @@ def vectorizable_fields(config) -> tuple[str, ...]:
   """VECTORIZABLE_FIELDS and the objective's traced options (`objectives.register`)."""
   traced = objectives.traced_options(config.objective.name)
   return VECTORIZABLE_FIELDS + tuple(f"objective.{name}" for name in traced)
-
-
-def _one_of(field: str, value: Any, allowed: Sequence[str]) -> None:
-  if value not in allowed:
-    raise ConfigError(f"{field}={value!r} is not known; allowed values: {', '.join(allowed)}")
-
-
-def _non_negative(field: str, value: Any) -> None:
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-    raise ConfigError(f"{field}={value!r} must be a non-negative number")
 
 
 def check_config(config) -> None:
@@ -78,21 +76,17 @@ def check_config(config) -> None:
                 "training.divergence_grad_factor", "eval.num_test", "eval.curve_num_test",
                 "accelerator.num_devices"):
     section, key = field.split(".")
-    _non_negative(field, config[section][key])
-  patience = config.training.early_stopping_patience
-  if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-    raise ConfigError(f"training.early_stopping_patience={patience!r} must be a non-negative "
-                      "integer (epochs; 0 = off)")
-  lr = config.optimizer.learning_rate
-  if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-    raise ConfigError(f"optimizer.learning_rate={lr!r} must be a positive number")
-  _one_of("training.on_nonfinite", config.training.on_nonfinite, NONFINITE_POLICIES)
-  _one_of("accelerator.platform", config.accelerator.platform, PLATFORMS)
-  _one_of("accelerator.compute_dtype", config.accelerator.compute_dtype, COMPUTE_DTYPES)
-  _one_of("objective.kl", config.objective.kl, objectives.KL_MODES)
-  _one_of("objective.estimator", config.objective.estimator, objectives.ESTIMATORS)
+    non_negative(field, config[section][key])
+  non_negative_int("training.early_stopping_patience", config.training.early_stopping_patience,
+                   "epochs; 0 = off")
+  positive("optimizer.learning_rate", config.optimizer.learning_rate)
+  one_of("training.on_nonfinite", config.training.on_nonfinite, NONFINITE_POLICIES)
+  one_of("accelerator.platform", config.accelerator.platform, PLATFORMS)
+  one_of("accelerator.compute_dtype", config.accelerator.compute_dtype, COMPUTE_DTYPES)
+  one_of("objective.kl", config.objective.kl, objectives.KL_MODES)
+  one_of("objective.estimator", config.objective.estimator, objectives.ESTIMATORS)
   unit_interval("objective.ciwae_beta", config.objective.ciwae_beta)
-  _one_of("model.output_bias", config.model.output_bias, initialization.OUTPUT_BIASES)
+  one_of("model.output_bias", config.model.output_bias, initialization.OUTPUT_BIASES)
   if config.model.output_bias == "data_mean" and (
       config.likelihood.name != "bernoulli" or config.model.name not in ("mlp", "two_layer")):
     raise ConfigError("model.output_bias='data_mean' starts Bernoulli logits at one bias per "

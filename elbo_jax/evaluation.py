@@ -71,11 +71,6 @@ def importance_log_likelihood(model, *, num_samples: int = 5000, chunk_size: int
   return lambda params, x, key: estimate(params, x, key)["log_likelihood"]
 
 
-def example_keys(key, start: int, count: int):
-  """Keys for examples start..start+count-1 of a data set: [count, 2], independent of batching."""
-  return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(start, start + count))
-
-
 @functools.lru_cache(maxsize=32)
 def _batched(per_example, fast):
   # Cached on the function object, so repeated evaluations (every epoch) compile once. The keys

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jax.experimental import checkify
 
 from elbo_jax import distributions, xla
-from elbo_jax.registry import ConfigError, Registry
+from elbo_jax.registry import ConfigError, Registry, positive, positive_int
 
 LIKELIHOODS = Registry("likelihood.name")
 
@@ -216,8 +216,7 @@ class Gaussian(Likelihood):
           f"likelihood.variance={self.variance!r} is not known; "
           f"allowed values: {', '.join(_VARIANCES)}"
       )
-    if not isinstance(self.scale, (int, float)) or not self.scale > 0:
-      raise ConfigError(f"likelihood.scale={self.scale!r} must be a positive number")
+    positive("likelihood.scale", self.scale)
     super().__post_init__()
 
   def setup(self):
@@ -258,10 +257,7 @@ class DiscretizedLogisticMixture(Likelihood):
   reports_bits_per_dim = True
 
   def __post_init__(self):
-    if isinstance(self.num_mixtures, bool) or not isinstance(self.num_mixtures, int) or (
-        self.num_mixtures < 1
-    ):
-      raise ConfigError(f"likelihood.num_mixtures={self.num_mixtures!r} must be a positive integer")
+    positive_int("likelihood.num_mixtures", self.num_mixtures)
     super().__post_init__()
 
   @property

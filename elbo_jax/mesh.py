@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from elbo_jax.registry import ConfigError
+from elbo_jax.registry import ConfigError, one_of
 
 PLATFORMS = ("auto", "cpu", "gpu", "tpu")
 DISTRIBUTED = ("off", "auto", "explicit")
@@ -34,9 +34,7 @@ def initialize_distributed(cfg) -> None:
   arguments: it reads Cloud TPU, SLURM, Open MPI and similar environments), or "explicit"
   (cfg.coordinator_address, cfg.num_processes, cfg.process_id, e.g. two processes on loopback).
   """
-  if cfg.distributed not in DISTRIBUTED:
-    raise ConfigError(f"accelerator.distributed={cfg.distributed!r} is not known; allowed "
-                      f"values: {', '.join(DISTRIBUTED)}")
+  one_of("accelerator.distributed", cfg.distributed, DISTRIBUTED)
   if cfg.distributed == "off":
     return
   if cfg.platform in ("auto", "cpu"):
@@ -65,9 +63,7 @@ def select_devices(platform: str, num_devices: int = 0) -> list:
   """The devices of `accelerator.platform` over all processes, ordered process by process; 'auto'
   takes JAX's default backend. num_devices > 0 takes the first that many, which must divide
   evenly over the processes."""
-  if platform not in PLATFORMS:
-    raise ConfigError(f"accelerator.platform={platform!r} is not known; allowed values: "
-                      f"{', '.join(PLATFORMS)}")
+  one_of("accelerator.platform", platform, PLATFORMS)
   try:
     devices = jax.devices() if platform == "auto" else jax.devices(platform)
   except RuntimeError:

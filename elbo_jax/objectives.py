@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from elbo_jax import likelihoods, xla
-from elbo_jax.registry import ConfigError, Registry, positive_int, unit_interval
+from elbo_jax.registry import ConfigError, Registry, one_of, positive_int, unit_interval
 from elbo_jax.vae import VAE, merge_params, split_params
 
 PerExample = Callable[..., dict]
@@ -81,8 +81,7 @@ def assemble(model, likelihood=None, prior=None, posterior=None):
 
 def _check_kl_mode(model, kl: str) -> bool:
   """Returns whether the analytic KL is used."""
-  if kl not in KL_MODES:
-    raise ConfigError(f"objective.kl={kl!r} is not known; allowed values: {', '.join(KL_MODES)}")
+  one_of("objective.kl", kl, KL_MODES)
   if kl == "analytic" and not model.has_analytic_kl:
     raise ConfigError(
         "objective.kl='analytic' needs a Gaussian posterior (diagonal_gaussian, full_gaussian) and "
@@ -142,10 +141,7 @@ def beta_elbo(model, *, likelihood=None, prior=None, posterior=None, num_samples
 
 
 def _check_estimator(model, estimator: str) -> None:
-  if estimator not in ESTIMATORS:
-    raise ConfigError(
-        f"objective.estimator={estimator!r} is not known; allowed values: {', '.join(ESTIMATORS)}"
-    )
+  one_of("objective.estimator", estimator, ESTIMATORS)
   if estimator != "reparam" and getattr(model, "has_flow_posterior", False):
     raise ConfigError(
         f"objective.estimator={estimator!r} needs log q(z|x) at arbitrary z, which flows do not "

@@ -8,7 +8,6 @@ process has selected.
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from collections.abc import Callable, Sequence
 
@@ -176,48 +175,6 @@ def khat_histogram(khat, ess, num_samples: int, path, threshold: float = 0.7, ti
   missing = len(khat) - fitted.size
   fig.suptitle((title or f"importance weights of {len(khat)} examples")
                + (f" ({missing} without k-hat)" if missing else ""))
-  return save_figure(fig, path)
-
-
-def results_plot(
-    rows: Sequence[dict],
-    x_key: str,
-    y_key: str,
-    path,
-    group_key: str | None = None,
-    std_key: str | None = None,
-    title: str | None = None,
-    xlabel: str | None = None,
-    ylabel: str | None = None,
-    logx: bool = False,
-):
-  """One line per value of `group_key` of `y_key` against `x_key`, with ±`std_key` error bars.
-
-  rows: flat dicts, e.g. one per (config, seed) summary. Rows lacking x_key or y_key are skipped;
-  numeric x values are sorted within a group, other x values are plotted as categories in order.
-  """
-  groups: dict[str, list[dict]] = {}
-  for row in rows:
-    if x_key in row and y_key in row:
-      groups.setdefault(str(row.get(group_key)) if group_key else y_key, []).append(row)
-  fig = Figure(figsize=(6, 4), dpi=_DPI, layout="constrained")
-  ax = fig.add_subplot()
-  for name, members in groups.items():
-    if all(isinstance(r[x_key], numbers.Real) for r in members):
-      members = sorted(members, key=lambda r: r[x_key])
-    x = [r[x_key] for r in members]
-    y = [float(r[y_key]) for r in members]
-    yerr = [float(r.get(std_key, 0.0)) for r in members] if std_key else None
-    ax.errorbar(x, y, yerr=yerr, label=name, marker="o", capsize=3)
-  if logx:
-    ax.set_xscale("log")
-  ax.set_xlabel(xlabel or x_key)
-  ax.set_ylabel(ylabel or y_key)
-  if group_key and groups:
-    ax.legend(title=group_key, fontsize="small")
-  if title:
-    ax.set_title(title)
-  ax.grid(alpha=0.3)
   return save_figure(fig, path)
 
 

@@ -126,6 +126,36 @@ def positive_int(field: str, value: Any) -> int:
   return value
 
 
+def non_negative_int(field: str, value: Any, meaning: str = "") -> int:
+  """Returns `value` if it is an integer >= 0, else raises a ConfigError naming `field` (and what
+  the number means, e.g. "epochs; 0 = off")."""
+  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    raise ConfigError(f"{field}={value!r} must be a non-negative integer"
+                      + (f" ({meaning})" if meaning else ""))
+  return value
+
+
+def positive(field: str, value: Any, unit: str = "") -> float:
+  """Returns `value` if it is a number > 0, else raises a ConfigError naming `field`."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    raise ConfigError(f"{field}={value!r} must be a positive number" + (f" of {unit}" * bool(unit)))
+  return value
+
+
+def non_negative(field: str, value: Any) -> float:
+  """Returns `value` if it is a number >= 0, else raises a ConfigError naming `field`."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+    raise ConfigError(f"{field}={value!r} must be a non-negative number")
+  return value
+
+
+def one_of(field: str, value: Any, allowed) -> Any:
+  """Returns `value` if it is in `allowed`, else raises a ConfigError listing the allowed values."""
+  if value not in allowed:
+    raise ConfigError(f"{field}={value!r} is not known; allowed values: {', '.join(allowed)}")
+  return value
+
+
 def unit_interval(field: str, value: Any) -> float:
   """Returns `value` if it is a number in [0, 1], else raises a ConfigError naming `field`."""
   if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:

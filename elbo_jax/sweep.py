@@ -39,9 +39,9 @@ from elbo_jax import ablation_plots, build, io, objectives, snr, sweep_workdir, 
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
 from elbo_jax import mesh as mesh_lib
-from elbo_jax.registry import ConfigError
+from elbo_jax.registry import ConfigError, one_of
 from elbo_jax.results import METRICS
-from elbo_jax.workdir import FAILED_FILE, RESULTS_FILE, check_path
+from elbo_jax.workdir import CHECKPOINT_DIR, FAILED_FILE, RESULTS_FILE, check_path
 
 VECTORIZE = ("auto", "all", "none")
 
@@ -227,9 +227,7 @@ def plan_groups(specs: Sequence[RunSpec], vectorize: str, max_replicas: int, *,
   """The runs to train in groups that train as one program each, in order of first appearance:
   the pending ones and those whose workdir is in `retrain` (failed runs to train again; those in
   `fresh` are discarded first, so they start from scratch)."""
-  if vectorize not in VECTORIZE:
-    raise ConfigError(f"ablation vectorize={vectorize!r} is not known; allowed values: "
-                      f"{', '.join(VECTORIZE)}")
+  one_of("ablation vectorize", vectorize, VECTORIZE)
   pending = [s for s in specs if s.status == "pending" or s.workdir in retrain]
   if vectorize == "none":
     return [[s] for s in pending]
@@ -252,7 +250,7 @@ def plan_groups(specs: Sequence[RunSpec], vectorize: str, max_replicas: int, *,
 
 
 def _checkpoint_steps(workdir: str) -> list[int]:
-  checkpoints = os.path.join(workdir, "checkpoints")
+  checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
   if not os.path.isdir(checkpoints):
     return []
   return sorted(int(n) for n in os.listdir(checkpoints) if n.isdigit())
@@ -321,9 +319,7 @@ def run(ablation, workdir: str, *, extra: Sequence[Cell] = (), table_only: bool 
   if ablation.get("analysis"):
     analysis = ablation_plots.ANALYSES.get(ablation.analysis)
     return analysis(ablation, workdir, command) if mesh_lib.is_primary() else []
-  if ablation.vectorize not in VECTORIZE:
-    raise ConfigError(f"ablation vectorize={ablation.vectorize!r} is not known; allowed values: "
-                      f"{', '.join(VECTORIZE)}")
+  one_of("ablation vectorize", ablation.vectorize, VECTORIZE)
   for name in ablation.metrics:
     METRICS.get(name)
   # Several processes train each group together; process 0 locks and writes the sweep's files.

@@ -19,7 +19,7 @@ import numpy as np
 from elbo_jax import config as config_lib
 from elbo_jax import io, sweep_workdir
 from elbo_jax.results import METRICS
-from elbo_jax.workdir import FAILED_FILE, RESULTS_FILE
+from elbo_jax.workdir import FAILED_FILE, RESULTS_FILE, RUN_INFO_FILE
 
 CSV_FILE = "results.csv"  # an ablation's rows, in its workdir
 TABLE_FILE = "table.md"
@@ -126,7 +126,7 @@ def _code(spec, results: dict) -> str:
   results.json, or (written before results.json recorded it) its run_info.json."""
   code = results.get("code")
   if code is None:
-    info_path = os.path.join(spec.workdir, "run_info.json")
+    info_path = os.path.join(spec.workdir, RUN_INFO_FILE)
     info = io.read_json(info_path) if os.path.exists(info_path) else {}
     code = {"elbo_jax_version": info.get("packages", {}).get("elbo_jax"),
             "git_commit": info.get("git_commit")}

@@ -23,6 +23,7 @@ optimiser closed over; the config names the GLOBAL batch size, which the mesh's 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import os
@@ -306,14 +307,6 @@ def _epoch_orders(data_keys, epoch: int, sizes, steps: int):
   return _epoch_orders_fn()(data_keys, epoch, sizes, steps)
 
 
-def _stack(trees):
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
-def _replica(tree, r: int):
-  return jax.tree.map(lambda a: a[r], tree)
-
-
 def _process_rows(mesh, batch_size: int):
   """num_train -> the training rows [start, stop) of this process's blocks (all of them, alone)."""
   first, last = mesh_lib.process_range(mesh, batch_size)
@@ -323,21 +316,6 @@ def _process_rows(mesh, batch_size: int):
     return int(bounds[first]), int(bounds[last])
 
   return rows
-
-
-def _training_blocks(dataset, trainer: Trainer, mesh, batch_size: int):
-  """The training set as [B, M, ...] blocks on the mesh's data axis, and the block sizes [B].
-
-  Each process puts only the blocks of its own devices, one contiguous range of rows.
-  """
-  bounds = batching.block_bounds(dataset.num_train, batch_size)
-  first, last = mesh_lib.process_range(mesh, batch_size)
-  rows = dataset.train_rows(bounds[first], bounds[last])
-  local, _ = batching.to_blocks(rows, bounds[first:last + 1] - bounds[first],
-                                trainer.steps_per_epoch)
-  blocks = jax.make_array_from_process_local_data(
-      mesh_lib.sharding(mesh, "data"), local, (batch_size, *local.shape[1:]))
-  return blocks, jax.device_put(np.diff(bounds).astype(np.int32), mesh_lib.sharding(mesh))
 
 
 def _group_mesh(configs: Sequence):
@@ -362,6 +340,85 @@ def check_group(configs: Sequence, dataset) -> None:
     check_config(c)
   _group_mesh(configs)
   build_trainer(configs, dataset)
+
+
+def _stack(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _replica(tree, r: int):
+  return jax.tree.map(lambda a: a[r], tree)
+
+
+def _training_blocks(dataset, trainer: Trainer, mesh, batch_size: int):
+  """The training set as [B, M, ...] blocks on the mesh's data axis, and the block sizes [B].
+
+  Each process puts only the blocks of its own devices, one contiguous range of rows.
+  """
+  bounds = batching.block_bounds(dataset.num_train, batch_size)
+  first, last = mesh_lib.process_range(mesh, batch_size)
+  rows = dataset.train_rows(bounds[first], bounds[last])
+  local, _ = batching.to_blocks(rows, bounds[first:last + 1] - bounds[first],
+                                trainer.steps_per_epoch)
+  blocks = jax.make_array_from_process_local_data(
+      mesh_lib.sharding(mesh, "data"), local, (batch_size, *local.shape[1:]))
+  return blocks, jax.device_put(np.diff(bounds).astype(np.int32), mesh_lib.sharding(mesh))
+
+
+@dataclasses.dataclass
+class Group:
+  """Replicas ready to train as one program (`prepare_group`); `step` advances them all.
+
+  state, hp: the replicas' TrainStates and `hyperparameters`, stacked on a leading replica axis
+  laid on the mesh's replica axis; blocks [B, M, *data_shape], sizes [B]: the training set on the
+  mesh's data axis (`batching.to_blocks`); chunk: the jitted `make_train_chunk`.
+  """
+
+  trainer: Trainer
+  state: TrainState
+  hp: dict
+  blocks: jax.Array
+  sizes: jax.Array
+  chunk: Any
+
+  def epoch_order(self, epoch: int):
+    """Each replica's data order for `epoch`: [R, B, steps_per_epoch]."""
+    return _epoch_orders(self.hp["data_key"], epoch, self.sizes, self.trainer.steps_per_epoch)
+
+  def step(self, order, offset: int, num_steps: int) -> dict:
+    """Runs `num_steps` steps from batch `offset` of the epoch of `order`; returns the metrics,
+    [R, num_steps] per name (on the devices)."""
+    self.state, metrics = self.chunk(self.state, self.hp, self.blocks, order, offset, num_steps)
+    return metrics
+
+
+def prepare_group(trainer: Trainer, mesh, dataset, configs: Sequence, start=None,
+                  fast: bool = True) -> Group:
+  """The replicated state, hyper-parameters, data blocks and program of a group of `configs`.
+
+  Each replica starts from `create_train_state` with its seed's init key, or from what
+  start(r, that state) returns (e.g. the state restored from a checkpoint). Every process
+  computes the same values, which makes them arrays on the whole mesh. fast: see `xla.jit`.
+  """
+  replicated, by_replica = mesh_lib.sharding(mesh), mesh_lib.sharding(mesh, "replica")
+  blocks, sizes = _training_blocks(dataset, trainer, mesh, configs[0].training.batch_size)
+  output_bias = None
+  if trainer.output_bias == "data_mean":
+    # The mean of the whole training set, the same on every process (see block_mean).
+    output_bias = jax.jit(lambda b, s: initialization.output_logits(batching.block_mean(b, s)),
+                          out_shardings=replicated)(blocks, sizes)
+  # Jitted: one compilation serves every replica (op by op, an MLP's init compiles ~40 times).
+  init = jax.jit(functools.partial(create_train_state, trainer.model, trainer.optimizer(),
+                                   init=trainer.init), out_shardings=replicated)
+  states = [init(dataset.train[0], split_seed(c.seed)["init"], output_bias=output_bias)
+            for c in configs]
+  if start is not None:
+    states = [start(r, state) for r, state in enumerate(states)]
+  state = jax.jit(lambda *states: _stack(states), out_shardings=by_replica)(*states)
+  hp = jax.jit(lambda: _stack([hyperparameters(c, trainer) for c in configs]),
+               out_shardings=by_replica)()
+  return Group(trainer, state, hp, blocks, sizes,
+               make_train_chunk(trainer, mesh, len(configs), fast=fast))
 
 
 def train_group(configs: Sequence, workdirs: Sequence[str], *, raise_on_failure: bool = True,
@@ -395,7 +452,12 @@ def train_group(configs: Sequence, workdirs: Sequence[str], *, raise_on_failure:
     for workdir, c in zip(workdirs, configs):
       runs.append(Run(workdir, c))
       stack.callback(runs[-1].close)
-    return _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, position, stack)
+    loop = _Loop(trainer, mesh, dataset, configs, runs, raise_on_failure)
+    bar = stack.enter_context(tqdm(
+        total=trainer.total_steps, initial=loop.step, unit="step", desc=desc,
+        dynamic_ncols=True, disable=not config.training.progress, mininterval=1.0,
+        position=position, leave=position == 0))
+    return loop.run(bar, desc)
 
 
 def _tracker(config, workdir: str, steps_per_epoch: int, step) -> Tracker:
@@ -408,120 +470,136 @@ def _tracker(config, workdir: str, steps_per_epoch: int, step) -> Tracker:
   return tracker
 
 
-def _train(trainer, mesh, dataset, configs, runs, raise_on_failure, desc, position, stack):
-  config, num_replicas = configs[0], len(configs)
-  spe, total = trainer.steps_per_epoch, trainer.total_steps
-  # A run that early stopping stopped resumes at its own last checkpoint and trains no further.
+def resume_steps(configs, runs, steps_per_epoch: int) -> tuple[int | None, list, list[bool]]:
+  """(the step the group resumes at, None for a fresh start; each run's own start; whether each
+  run has already stopped early, so it resumes at its own last checkpoint and trains no further).
+  """
   latest = [run.checkpoint_steps() for run in runs]
-  stopped = [_tracker(c, run.workdir, spe, max(s, default=None)).stopped
+  stopped = [_tracker(c, run.workdir, steps_per_epoch, max(s, default=None)).stopped
              for c, run, s in zip(configs, runs, latest)]
   plan = plan_resume([s for s, done in zip(latest, stopped) if not done])
   if len(plan) > 1:
     raise ValueError(f"runs at different checkpoints cannot train as one group: {plan}")
   resume_at = plan[0][0]
   starts = [max(s) if done else resume_at for s, done in zip(latest, stopped)]
-  # Jitted: one compilation serves every replica (op by op, an MLP's init compiles ~40 times).
-  # Every process computes the same values, which makes them arrays on the whole mesh.
-  replicated, by_replica = mesh_lib.sharding(mesh), mesh_lib.sharding(mesh, "replica")
-  blocks, sizes = _training_blocks(dataset, trainer, mesh, config.training.batch_size)
-  output_bias = None
-  if trainer.output_bias == "data_mean":
-    # The mean of the whole training set, the same on every process (see block_mean).
-    output_bias = jax.jit(lambda b, s: initialization.output_logits(batching.block_mean(b, s)),
-                          out_shardings=replicated)(blocks, sizes)
-  init = jax.jit(functools.partial(create_train_state, trainer.model, trainer.optimizer(),
-                                   init=trainer.init), out_shardings=replicated)
-  states = [run.start(init(dataset.train[0], split_seed(c.seed)["init"], output_bias=output_bias),
-                      start) for c, run, start in zip(configs, runs, starts)]
-  trackers = [_tracker(c, run.workdir, spe, start) for c, run, start in zip(configs, runs, starts)]
-  state = jax.jit(lambda *states: _stack(states), out_shardings=by_replica)(*states)
-  hp = jax.jit(lambda: _stack([hyperparameters(c, trainer) for c in configs]),
-               out_shardings=by_replica)()
-  chunk_fn = make_train_chunk(trainer, mesh, num_replicas)
-  test = report.eval_data(dataset, dataset.test, report.eval_key(config, "test_data"))
-  validators = [report.make_validator(c, dataset, report.eval_data(
-      dataset, dataset.validation, split_seed(c.seed)["eval"]), test, mesh) for c in configs]
+  return resume_at, starts, stopped
 
-  step = int(resume_at or 0)
-  alive = [not done for done in stopped]
-  results: list[dict | None] = [None] * num_replicas
-  to_evaluate = [True] * num_replicas  # every run but those that failed or were evaluated
 
-  def evaluate(r: int, at_step: int) -> dict:
-    params, tested = mesh_lib.to_host(_replica(state.params, r)), None
-    if trackers[r].enabled and trackers[r].best_epoch:
-      params = mesh_lib.to_host(restore_best(runs[r].workdir, trackers[r].best_step(spe), params))
-      tested = trackers[r].report(spe, at_step)
-    to_evaluate[r] = False
-    return report.evaluate_run(runs[r].workdir, configs[r], dataset, params, tested=tested,
-                               progress=config.training.progress, mesh=mesh)
+class _Loop:
+  """The host side of training a group: which replicas are alive, their runs' files, validation,
+  early stopping, checkpoints and the final evaluation. State, because a chunk's outcome decides
+  what the next one does."""
 
-  bar = stack.enter_context(tqdm(total=total, initial=step, unit="step", desc=desc,
-                                dynamic_ncols=True, disable=not config.training.progress,
-                                mininterval=1.0, position=position, leave=position == 0))
-  last_save_step, last_save_time, order_epoch = step, time.monotonic(), None
-  while step < total and any(alive):
-    epoch, offset, num_steps = chunk_plan(step, spe, config.training.steps_per_call, total)
-    if epoch != order_epoch:
-      order, order_epoch = _epoch_orders(hp["data_key"], epoch, sizes, spe), epoch
-    tic = time.perf_counter()
-    state, metrics = chunk_fn(state, hp, blocks, order, offset, num_steps)
-    metrics, initial, skipped = mesh_lib.to_host((metrics, state.initial, state.num_skipped))
-    seconds = time.perf_counter() - tic
-    for r in range(num_replicas):
-      if not alive[r]:
+  def __init__(self, trainer, mesh, dataset, configs, runs, raise_on_failure):
+    self.trainer, self.mesh, self.dataset = trainer, mesh, dataset
+    self.configs, self.runs, self.raise_on_failure = configs, runs, raise_on_failure
+    spe = trainer.steps_per_epoch
+    resume_at, self.starts, stopped = resume_steps(configs, runs, spe)
+    self.group = prepare_group(trainer, mesh, dataset, configs,
+                               start=lambda r, state: runs[r].start(state, self.starts[r]))
+    self.trackers = [_tracker(c, run.workdir, spe, start)
+                     for c, run, start in zip(configs, runs, self.starts)]
+    test = report.eval_data(dataset, dataset.test, report.eval_key(configs[0], "test_data"))
+    self.validators = [report.make_validator(c, dataset, report.eval_data(
+        dataset, dataset.validation, split_seed(c.seed)["eval"]), test, mesh) for c in configs]
+    self.step = int(resume_at or 0)
+    self.alive = [not done for done in stopped]
+    self.results: list[dict | None] = [None] * len(configs)
+    self.to_evaluate = [True] * len(configs)  # every run but those that failed or were evaluated
+
+  def run(self, bar, desc: str) -> list[dict | None]:
+    """Trains chunk by chunk until every replica has finished or stopped; evaluates each."""
+    config, spe, total = self.configs[0], self.trainer.steps_per_epoch, self.trainer.total_steps
+    last_save_step, last_save_time, order_epoch = self.step, time.monotonic(), None
+    while self.step < total and any(self.alive):
+      epoch, offset, num_steps = chunk_plan(self.step, spe, config.training.steps_per_call, total)
+      if epoch != order_epoch:
+        order, order_epoch = self.group.epoch_order(epoch), epoch
+      tic = time.perf_counter()
+      metrics = self.group.step(order, offset, num_steps)
+      metrics, initial, skipped = mesh_lib.to_host(
+          (metrics, self.group.state.initial, self.group.state.num_skipped))
+      seconds = time.perf_counter() - tic
+      self._stop_failures(metrics, initial, desc)
+      self.step += num_steps
+      elbos = self._log(metrics, skipped, num_steps, seconds)
+      bar.update(num_steps)
+      if elbos:
+        bar.set_postfix(elbo=f"{np.mean(elbos):.2f}" if len(elbos) == 1 else
+                        f"{min(elbos):.1f}..{max(elbos):.1f}",
+                        steps_per_s=f"{num_steps / seconds:.0f}", refresh=False)
+      every_seconds = config.training.checkpoint_every_seconds
+      # Saving is collective: every process must agree, so process 0's clock decides for all.
+      overdue = mesh_lib.agree(bool(every_seconds)
+                               and time.monotonic() - last_save_time >= every_seconds)
+      if (self.step - last_save_step >= config.training.checkpoint_every or self.step == total
+          or overdue):
+        for r in np.flatnonzero(self.alive):
+          self.runs[r].save(_replica(self.group.state, r))
+        last_save_step, last_save_time = self.step, time.monotonic()
+      self._stop_early()
+    bar.close()
+    for r in np.flatnonzero(self.to_evaluate):
+      self.results[r] = self._evaluate(r, self.step if self.alive[r] else self.starts[r])
+    return self.results
+
+  def _stop_failures(self, metrics, initial, desc: str) -> None:
+    """Stops each replica whose chunk held a non-finite value or a divergence (`failure`)."""
+    for r in np.flatnonzero(self.alive):
+      stop = failure(_replica(metrics, r), _replica(initial, r), self.configs[r], self.step + 1)
+      if stop is None:
         continue
-      stop = failure(_replica(metrics, r), _replica(initial, r), configs[r], step + 1)
-      if stop is not None:
-        alive[r] = False
-        last = runs[r].latest_step()
-        kept = ("no checkpoint had been written" if last is None else
-                f"the last good checkpoint (step {last}) is kept")
-        message = f"{stop}; training stopped, {kept}; {_advice(stop)}"
-        runs[r].fail(message, stop.step)
-        to_evaluate[r] = False
-        if raise_on_failure:
-          raise type(stop)(message, stop.step)
-        tqdm.write(f"{desc}: {runs[r].workdir}: {message}")
-    step += num_steps
-    end_of_epoch = step % spe == 0 or step == total
-    summaries = []
-    for r in np.flatnonzero(alive):
+      self.alive[r] = False
+      last = self.runs[r].latest_step()
+      kept = ("no checkpoint had been written" if last is None else
+              f"the last good checkpoint (step {last}) is kept")
+      message = f"{stop}; training stopped, {kept}; {_advice(stop)}"
+      self.runs[r].fail(message, stop.step)
+      self.to_evaluate[r] = False
+      if self.raise_on_failure:
+        raise type(stop)(message, stop.step)
+      tqdm.write(f"{desc}: {self.runs[r].workdir}: {message}")
+
+  def _log(self, metrics, skipped, num_steps: int, seconds: float) -> list[float]:
+    """Writes each live replica's chunk summary (and at an epoch's end its validation, which
+    early stopping tracks); returns their training ELBOs."""
+    spe = self.trainer.steps_per_epoch
+    end_of_epoch = self.step % spe == 0 or self.step == self.trainer.total_steps
+    elbos = []
+    for r in np.flatnonzero(self.alive):
       m = _replica(metrics, r)
       summary = {f"train/{k}": float(np.mean(v)) for k, v in m.items() if k != "nonfinite"}
       summary["train/steps_per_sec"] = num_steps / seconds
       summary["train/skipped_steps"] = int(skipped[r])
       if end_of_epoch:
-        summary |= validators[r](mesh_lib.to_host(_replica(state.params, r)))
-      runs[r].write_metrics(step, summary)
-      summaries.append(summary)
+        summary |= self.validators[r](mesh_lib.to_host(_replica(self.group.state.params, r)))
+      self.runs[r].write_metrics(self.step, summary)
+      elbos.append(summary["train/elbo"])
       # After the metrics it is replayed from, before any checkpoint of this step (workdir.Run).
-      if (end_of_epoch and trackers[r].enabled
-          and trackers[r].update(step // spe, summary["eval/elbo"])):
-        runs[r].save_best(step, _replica(state.params, r))
-    bar.update(num_steps)
-    if summaries:
-      elbos = [s["train/elbo"] for s in summaries]
-      bar.set_postfix(elbo=f"{np.mean(elbos):.2f}" if len(elbos) == 1 else
-                      f"{min(elbos):.1f}..{max(elbos):.1f}",
-                      steps_per_s=f"{num_steps / seconds:.0f}", refresh=False)
-    every_seconds = config.training.checkpoint_every_seconds
-    # Saving is collective: every process must agree, so process 0's clock decides for all.
-    overdue = mesh_lib.agree(bool(every_seconds)
-                             and time.monotonic() - last_save_time >= every_seconds)
-    if step - last_save_step >= config.training.checkpoint_every or step == total or overdue:
-      for r in np.flatnonzero(alive):
-        runs[r].save(_replica(state, r))
-      last_save_step, last_save_time = step, time.monotonic()
-    for r in np.flatnonzero(alive):
-      if trackers[r].stopped:
-        runs[r].save(_replica(state, r))  # so that a resumed group knows it stopped
-        alive[r] = False
-        results[r] = evaluate(r, step)
-  bar.close()
-  for r in np.flatnonzero(to_evaluate):
-    results[r] = evaluate(r, step if alive[r] else starts[r])
-  return results
+      if (end_of_epoch and self.trackers[r].enabled
+          and self.trackers[r].update(self.step // spe, summary["eval/elbo"])):
+        self.runs[r].save_best(self.step, _replica(self.group.state.params, r))
+    return elbos
+
+  def _stop_early(self) -> None:
+    """Checkpoints, stops and evaluates each replica whose early-stopping patience ran out."""
+    for r in np.flatnonzero(self.alive):
+      if self.trackers[r].stopped:
+        self.runs[r].save(_replica(self.group.state, r))  # so that a resumed group knows it
+        self.alive[r] = False
+        self.results[r] = self._evaluate(r, self.step)
+
+  def _evaluate(self, r: int, at_step: int) -> dict:
+    """Replica r's test evaluation: its latest parameters, or its best-validation ones."""
+    params, tested = mesh_lib.to_host(_replica(self.group.state.params, r)), None
+    tracker, spe = self.trackers[r], self.trainer.steps_per_epoch
+    if tracker.enabled and tracker.best_epoch:
+      params = mesh_lib.to_host(restore_best(self.runs[r].workdir, tracker.best_step(spe), params))
+      tested = tracker.report(spe, at_step)
+    self.to_evaluate[r] = False
+    return report.evaluate_run(self.runs[r].workdir, self.configs[r], self.dataset, params,
+                               tested=tested, progress=self.configs[0].training.progress,
+                               mesh=self.mesh)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:

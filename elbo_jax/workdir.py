@@ -111,9 +111,11 @@ class WorkdirLock:
 
 
 BEST_DIR = "best"
+CHECKPOINT_DIR = "checkpoints"
+RUN_INFO_FILE = "run_info.json"
 
 
-def _checkpoint_manager(workdir: str, directory: str = "checkpoints",
+def _checkpoint_manager(workdir: str, directory: str = CHECKPOINT_DIR,
                         max_to_keep: int | None = 2) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
       os.path.join(workdir, directory),
@@ -125,7 +127,7 @@ def has_progress(workdir: str) -> bool:
   """Whether `workdir` holds a complete checkpoint or results (then its config is settled)."""
   if os.path.exists(os.path.join(workdir, RESULTS_FILE)):
     return True
-  checkpoints = os.path.join(workdir, "checkpoints")
+  checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
   return os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints))
 
 
@@ -163,7 +165,7 @@ class Run:
         if saved is None or config_lib.differences(saved, resolved):
           # No progress yet (checked above): a different config takes the workdir over.
           io.write_json_atomic(os.path.join(self.workdir, config_lib.CONFIG_FILE), resolved)
-        io.write_json_atomic(os.path.join(self.workdir, "run_info.json"), provenance(config))
+        io.write_json_atomic(os.path.join(self.workdir, RUN_INFO_FILE), provenance(config))
       self.manager = _checkpoint_manager(self.workdir)
       # Pruned by `save` only: see `prune_best`.
       self.best = (_checkpoint_manager(self.workdir, BEST_DIR, None)
@@ -279,7 +281,7 @@ def restore_step(manager, step: int, state):
 def restore_params(workdir: str, state, best_step: int | None = None):
   """The parameters of the latest checkpoint in `workdir`, restored into `state`'s structure, or
   with `best_step` those saved in workdir/best/ at that step (early stopping)."""
-  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
+  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR))
   step = manager.latest_step()
   if step is None:
     raise ConfigError(f"--workdir={workdir!r} holds no complete checkpoint")

@@ -44,8 +44,8 @@ import numpy as np
 from absl import app, flags
 
 from configs import mnist_vae
-from elbo_jax import batching, evaluation, report, train, xla
 from elbo_jax import data as data_lib
+from elbo_jax import evaluation, report, train, xla
 from elbo_jax import mesh as mesh_lib
 from elbo_jax.build import build_trainer
 from elbo_jax.workdir import restore_params
@@ -108,21 +108,14 @@ def load_data(config):
 def library_path(configs, trainer, dataset, params, fast=True):
   """run(num_steps) -> seconds: elbo_jax's scanned chunk for len(configs) replicas (one vectorised
   program when there are several), set up as train.train_group sets it up."""
-  mesh = mesh_lib.make_mesh(jax.devices())
-  states = [train.create_train_state(trainer.model, trainer.optimizer(), dataset.train[0],
-                                     train.split_seed(c.seed)["init"]) for c in configs]
-  state = train._stack([s.replace(params=params) for s in states])
-  hp = train._stack([train.hyperparameters(c, trainer) for c in configs])
-  blocks, sizes = train._training_blocks(dataset, trainer, mesh, configs[0].training.batch_size)
-  order = jax.vmap(batching.epoch_order, in_axes=(0, None, None, None))(
-      hp["data_key"], 0, sizes, trainer.steps_per_epoch)
-  chunk = train.make_train_chunk(trainer, mesh, len(configs), fast=fast)
-  box = {"state": state}
+  group = train.prepare_group(trainer, mesh_lib.make_mesh(jax.devices()), dataset, configs,
+                              start=lambda r, state: state.replace(params=params), fast=fast)
+  order = group.epoch_order(0)
 
   def run(num_steps):
     tic = time.perf_counter()
-    box["state"], metrics = chunk(box["state"], hp, blocks, order, 0, num_steps)
-    jax.block_until_ready((box["state"], metrics))
+    metrics = group.step(order, 0, num_steps)
+    jax.block_until_ready((group.state, metrics))
     return time.perf_counter() - tic
 
   return run

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from configs import digits_vae
-from elbo_jax import batching, mesh, train
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
+from elbo_jax import mesh, train
 from elbo_jax.build import build_trainer
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(
@@ -52,16 +52,9 @@ def test_config_takes_a_training_step(tmp_path, name):
       config.prior.num_pseudo_inputs = 10
   dataset = data_lib.load(config.data)
   trainer = build_trainer([config], dataset)
-  state = train.create_train_state(trainer.model, trainer.optimizer(), dataset.train[0],
-                                   jax.random.key(0), init=trainer.init)
-  hp = train.hyperparameters(config, trainer)
-  stacked = jax.tree.map(lambda a: a[None], (state, hp))
-  bounds = batching.block_bounds(dataset.num_train, 20)
-  blocks, sizes = batching.to_blocks(dataset.train, bounds, trainer.steps_per_epoch)
-  order = batching.epoch_order(hp["data_key"], 0, sizes, trainer.steps_per_epoch)[None]
-  chunk = train.make_train_chunk(trainer, mesh.make_mesh(jax.devices()), 1)
-  new_state, metrics = chunk(*stacked, blocks, order, 0, 1)
-  assert int(new_state.step[0]) == 1 and np.isfinite(metrics["loss"]).all()
+  group = train.prepare_group(trainer, mesh.make_mesh(jax.devices()), dataset, [config])
+  metrics = group.step(group.epoch_order(0), 0, 1)
+  assert int(group.state.step[0]) == 1 and np.isfinite(metrics["loss"]).all()
   assert not np.asarray(metrics["nonfinite"]).any()
 
 

@@ -211,16 +211,3 @@ def test_latent_manifold_grid_order(tmp_path):
   assert 400 <= w <= 1000 and 400 <= h <= 1100
   with pytest.raises(ValueError, match="decode_mean_fn"):
     plots.latent_manifold(lambda z: np.zeros((len(z), 3)), tmp_path / "bad.png", n=5)
-
-
-def test_results_plot(tmp_path):
-  rows = [{"k": k, "objective": obj, "nll": 90 - np.log(k) * (2 if obj == "iwae" else 1),
-           "nll_std": 0.3, "seed": 0} for k in (50, 1, 5) for obj in ("vae", "iwae")]
-  rows.append({"k": 5, "objective": "vae"})  # missing y: skipped
-  path = plots.results_plot(rows, "k", "nll", tmp_path / "a.png", group_key="objective",
-                            std_key="nll_std", logx=True, title="test NLL vs k")
-  w, h = _png_size(path)
-  assert 400 <= w <= 800 and 300 <= h <= 600
-  cat = plots.results_plot([{"posterior": p, "nll": v} for p, v in [("diag", 90), ("full", 89)]],
-                           "posterior", "nll", tmp_path / "b.png")
-  _png_size(cat)

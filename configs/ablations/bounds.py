@@ -20,11 +20,6 @@ Variants: `smoke` (digits, 4 samples per example, one seed, an SNR sweep over K 
 images), `full` (the default: configs/mnist_vae.py's 450-epoch schedule, K = 5000 on all 10,000;
 about 37 hours of training on 2 CPU cores; our protocol, not the papers' own schedules; it was
 called `paper` before 0.2.0).
-
-Short wall time, measured on 2026-12-03 on a 2-core CPU with about a quarter of its time stolen
-by the host (5-7 training steps/s at 64 samples per example): 37.6 minutes, of which 32.1 for the
-six runs' training and evaluation (4.4-6.3 minutes each, DReG the slowest) and about 5 for the
-SNR sweep of 21 estimator x K programs with 200 draws each.
 """
 
 from configs import digits_vae, mnist_vae

@@ -30,10 +30,6 @@ Variants: `smoke` (digits, latent sizes 2 and 5, seconds; the tests), `short` (M
 first 1,000), `full` (the default; called `paper` before 0.2.0: our protocol for 1,678 epochs =
 10^8 examples, the test curve and K = 5000 on all 10,000 test images), `paper` (Kingma & Welling's
 protocol above, as long as `full`).
-
-Short wall time, measured on 2026-12-03 on a 2-core CPU with about a quarter of its time stolen
-by the host: 11.4 minutes, 1.4-2.2 minutes per latent size for training, the per-epoch test
-curve and evaluation (the first two shared the CPU with a two-minute test run).
 """
 
 from configs import digits_vae, mnist_vae

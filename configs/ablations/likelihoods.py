@@ -20,11 +20,6 @@ about 40 M multiply-adds per decoded sample (150 times the rest of the model), s
 274 s against 35 s for the logistic mixture and about 2.7 s for the others, and the K = 5000
 log-likelihood would take 5.6 s per test image (K = 1000: 1.1 s). The MNIST variants evaluate 5
 images x 200 samples per call: the categorical's logits for the default 20 x 500 take 8 GB.
-
-Short wall time, measured on 2026-12-03 on a 2-core CPU with about a quarter of its time stolen
-by the host: 30.0 minutes, of which 23.1 for the categorical (1.1 training steps/s, 17.5 minutes
-for its two epochs; evaluation the rest), 4.5 for the logistic mixture and 16-20 seconds each for
-the other five.
 """
 
 from configs import digits_vae, mnist_vae

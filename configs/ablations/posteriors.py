@@ -13,11 +13,6 @@ Variants: `smoke` (digits, one seed, seconds; the tests), `short` (MNIST, 12 epo
 trained as one vectorised program per family, K = 5000 on the first 500 test images), `full`
 (the default, our protocol: configs/mnist_vae.py's 450-epoch schedule, 3 seeds, K = 5000 on all
 10,000; called `paper` before 0.2.0).
-
-Short wall time, measured on 2026-12-03 on a 2-core CPU with about a quarter of its time stolen
-by the host: 18.7 minutes, training and evaluation of both seeds together taking 1.9 min for the
-diagonal Gaussian, 3.0 for the full one, 2.4 and 3.6 for 4 and 16 planar steps and 7.6 for the
-IAF (whose K = 5000 log-likelihood runs at about half the others' 35-45 images/s).
 """
 
 from configs import digits_vae, mnist_vae

@@ -49,7 +49,14 @@ import numpy as np
 
 from elbo_jax import xla
 from elbo_jax.data.sources import AMAT_FORMAT, DATASETS, LOCAL_HINT, read_local
-from elbo_jax.registry import ConfigError, Registry, positive_int
+from elbo_jax.registry import (
+  ConfigError,
+  Registry,
+  non_negative_int,
+  one_of,
+  positive,
+  positive_int,
+)
 
 __all__ = [
     "DATASETS",
@@ -251,15 +258,10 @@ def _fields(config_data: ml_collections.ConfigDict) -> ml_collections.ConfigDict
       raise ConfigError(f"data.{field} is not a data field; allowed: {', '.join(sorted(values))}")
   # Merged as plain dicts: ConfigDict would refuse e.g. a float timeout over the int default.
   cfg = ml_collections.ConfigDict({**values, **config_data.to_dict()})
-  if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
-    raise ConfigError(f"data.seed={cfg.seed!r} must be a non-negative integer")
-  timeout = cfg.download_timeout
-  if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-    raise ConfigError(f"data.download_timeout={timeout!r} must be a positive number of seconds")
+  non_negative_int("data.seed", cfg.seed)
+  positive("data.download_timeout", cfg.download_timeout, "seconds")
   positive_int("data.validation_size", cfg.validation_size)
-  if cfg.source not in SOURCES:
-    raise ConfigError(f"data.source={cfg.source!r} is not known; allowed values: "
-                      f"{', '.join(SOURCES)}")
+  one_of("data.source", cfg.source, SOURCES)
   return cfg
 
 
