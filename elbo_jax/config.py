@@ -171,6 +171,9 @@ def identity(config_json: dict, ignore=NON_IDENTITY_FIELDS) -> dict:
 def differences(a: dict, b: dict, ignore=NON_IDENTITY_FIELDS) -> list[str]:
   """The "section.field" names whose values differ between two JSON configs, minus `ignore`d
   ones."""
+  # An option one of them does not read is no difference: where it is read by the other, their
+  # components' names differ.
+  ignore = (*ignore, *components.unread_fields(a), *components.unread_fields(b))
   fa, fb = identity(a, ignore), identity(b, ignore)
   return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
 
