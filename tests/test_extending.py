@@ -3,6 +3,7 @@
 ablation runner without any library file knowing their names."""
 
 import contextlib
+import importlib
 import io as std_io
 import math
 import os
@@ -14,17 +15,33 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from elbo_jax import build, io, likelihoods, objectives
+from elbo_jax import build, io, likelihoods, objectives, results
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
 from elbo_jax.registry import ConfigError
 from experiments import cli
+from elbo_jax.ablation_plots import base as figures
 from tests.conftest import REPO
-from tests.extension import ablation, components
+
+EXTENSION = ("tests.extension", "tests.extension.components", "tests.extension.ablation")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def extension():
+  """Imports tests/extension (which registers its additions, as a user's module would) for this
+  file's tests only: the registries are as before once they are done."""
+  registries = (likelihoods.LIKELIHOODS, objectives.OBJECTIVES, results.METRICS, figures.FIGURES)
+  saved = [dict(r._items) for r in registries]
+  ablation = importlib.import_module("tests.extension.ablation")
+  yield ablation.components, ablation
+  for registry, items in zip(registries, saved):
+    registry._items = items
+  for name in EXTENSION:
+    sys.modules.pop(name, None)
 
 
 def _config(**fields):
-  c = ablation.get_config().base
+  c = importlib.import_module("tests.extension.ablation").get_config().base
   with c.unlocked():
     for field, value in fields.items():
       section, name = field.split(".")
@@ -41,13 +58,15 @@ def model_and_data():
   return config, model, params, dataset.test[:5]
 
 
-def test_the_likelihoods_option_comes_from_its_config_section():
+def test_the_likelihoods_option_comes_from_its_config_section(extension):
+  components, _ = extension
   dataset = data_lib.load(_config().data)
   likelihood = build.build_model(_config(**{"likelihood.epsilon": 0.2}), dataset).likelihood
   assert isinstance(likelihood, components.RobustBernoulli) and likelihood.epsilon == 0.2
 
 
-def test_the_robust_bernoulli_is_the_bernoulli_of_its_clipped_probability():
+def test_the_robust_bernoulli_is_the_bernoulli_of_its_clipped_probability(extension):
+  components, _ = extension
   raw = np.linspace(-4, 4, 12).reshape(3, 4)
   x = (np.arange(12).reshape(3, 4) % 2).astype(np.float32)
   robust = components.RobustBernoulli(event_shape=(4,), epsilon=0.1)
