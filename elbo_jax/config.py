@@ -26,6 +26,11 @@ NON_IDENTITY_FIELDS = ("training.progress", "eval", "accelerator.platform",
 
 
 def default_config() -> ml_collections.ConfigDict:
+  """Every config field with its default and meaning.
+
+  One listing, section by section, rather than a function per section: it is the reference a
+  reader scans for a field's name, like big_vision's and the flax examples' config files.
+  """
   c = ml_collections.ConfigDict()
   c.seed = 0
 

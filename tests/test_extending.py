@@ -18,9 +18,9 @@ from scipy import stats
 from elbo_jax import build, io, likelihoods, objectives, results
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
+from elbo_jax.ablation_plots import base as figures
 from elbo_jax.registry import ConfigError
 from experiments import cli
-from elbo_jax.ablation_plots import base as figures
 from tests.conftest import REPO
 
 EXTENSION = ("tests.extension", "tests.extension.components", "tests.extension.ablation")

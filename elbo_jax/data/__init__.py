@@ -291,6 +291,42 @@ def _binarization(cfg: ml_collections.ConfigDict, fixed: str) -> str:
   return "none"
 
 
+def _read(cfg) -> tuple[str, dict, dict]:
+  """(source, {source split: images}, extra info) for data.source, "auto" resolved."""
+  source = cfg.source
+  if source == "auto":
+    source = "local" if cfg.path else DATASETS.get(cfg.name).source
+  if source == "local":
+    raw, extra = read_local(cfg)
+    _refuse_dynamic(cfg, _fixed_binarization(cfg, source, extra))
+    return source, raw, extra
+  builtin = DATASETS.get(cfg.name)
+  if builtin.source != source:
+    raise ConfigError(f"data.name={cfg.name!r} comes from data.source={builtin.source!r}, "
+                      f"not {source!r}; use data.source='auto' or {LOCAL_HINT}")
+  _refuse_dynamic(cfg, _fixed_binarization(cfg, source, {}))  # before a slow read
+  return (source, *builtin.read(cfg))
+
+
+def _preprocess(raw: dict, rows: tuple, preprocess, seed: int) -> dict:
+  """{source split: preprocessed images} for the rows that (train, validation, test) `rows`
+  take; a split read on demand (TFDS) is decoded for those rows only."""
+  processed = {}
+  # One binarisation stream per source split, so an image's draw does not depend on `split`.
+  for i, (k, x) in enumerate(sorted(raw.items())):
+    rng = np.random.default_rng([seed, 1, i])
+    if isinstance(x, np.ndarray):
+      processed[k] = preprocess(x, rng)
+      continue
+    # The index stays that of the whole split (the static binarisation draws for the whole split
+    # are cheap next to decoding).
+    needed = np.unique(np.concatenate([r[1][r[0] == k] for r in rows]))
+    full = np.zeros(x.shape, x.dtype)
+    full[needed] = x.read(needed)
+    processed[k] = preprocess(full, rng)
+  return processed
+
+
 def load(config_data: ml_collections.ConfigDict,
          train_slice: Callable[[int], tuple[int, int]] | None = None) -> Dataset:
   """Reads, preprocesses and splits the data set that `config_data` (config.data) describes.
@@ -303,19 +339,7 @@ def load(config_data: ml_collections.ConfigDict,
   cfg = _fields(config_data)
   preprocess = PREPROCESSING.get(cfg.preprocessing)
   split = SPLITS.get(cfg.split)
-  source = cfg.source
-  if source == "auto":
-    source = "local" if cfg.path else DATASETS.get(cfg.name).source
-  if source == "local":
-    raw, extra = read_local(cfg)
-    _refuse_dynamic(cfg, _fixed_binarization(cfg, source, extra))
-  else:
-    builtin = DATASETS.get(cfg.name)
-    if builtin.source != source:
-      raise ConfigError(f"data.name={cfg.name!r} comes from data.source={builtin.source!r}, "
-                        f"not {source!r}; use data.source='auto' or {LOCAL_HINT}")
-    _refuse_dynamic(cfg, _fixed_binarization(cfg, source, {}))  # before a slow read
-    raw, extra = builtin.read(cfg)
+  source, raw, extra = _read(cfg)
   if len({x.shape[1:] for x in raw.values()}) > 1:
     shapes = ", ".join(f"{k} {x.shape[1:]}" for k, x in raw.items())
     raise ConfigError(f"data.path={cfg.path!r}: the splits' image shapes differ ({shapes})")
@@ -325,20 +349,7 @@ def load(config_data: ml_collections.ConfigDict,
   if train_slice is not None:
     offset, stop = train_slice(num_train)
     train_rows = (train_rows[0][offset:stop], train_rows[1][offset:stop])
-  # One binarisation stream per source split, so an image's draw does not depend on `split`.
-  processed = {}
-  for i, (k, x) in enumerate(sorted(raw.items())):
-    rng = np.random.default_rng([cfg.seed, 1, i])
-    if isinstance(x, np.ndarray):
-      processed[k] = preprocess(x, rng)
-      continue
-    # A split read on demand (TFDS): decode only the rows needed; the index stays that of the
-    # whole split (the static binarisation draws for the whole split are cheap next to decoding).
-    needed = np.unique(np.concatenate([r[1][r[0] == k] for r in (train_rows, validation_rows,
-                                                                  test_rows)]))
-    full = np.zeros(x.shape, x.dtype)
-    full[needed] = x.read(needed)
-    processed[k] = preprocess(full, rng)
+  processed = _preprocess(raw, (train_rows, validation_rows, test_rows), preprocess, cfg.seed)
   train, validation, test = (_gather(processed, r)
                              for r in (train_rows, validation_rows, test_rows))
   # "digits" is the default name; on a local file it would mislabel e.g. MNIST in results.json.
