@@ -11,7 +11,14 @@ import pytest
 
 from elbo_jax import io
 from elbo_jax.registry import ConfigError
-from elbo_jax.train import NonFiniteError, train_and_evaluate
+from elbo_jax.train import (
+  WATCHED_TERMS,
+  DivergenceError,
+  NonFiniteError,
+  chunk_plan,
+  failure,
+  train_and_evaluate,
+)
 from tests.conftest import REPO, tiny_config, train_command, train_metrics
 
 
@@ -124,6 +131,38 @@ def test_a_workdir_holding_a_different_config_is_refused(tmp_path):
   with pytest.raises(ConfigError, match=r"different config \(differs in: prior.name\)"):
     train_and_evaluate(tiny_config(**{"training.num_epochs": 1, "prior.name": "mog"}),
                        str(tmp_path))
+
+
+def test_a_chunk_ends_at_steps_per_call_the_epochs_end_or_the_runs_end():
+  # 10 steps per epoch, 4 per call, 25 in all.
+  assert [chunk_plan(s, 10, 4, 25) for s in (0, 4, 8, 10, 20, 24)] == [
+      (0, 0, 4), (0, 4, 4), (0, 8, 2), (1, 0, 4), (2, 0, 4), (2, 4, 1)]
+
+
+def _chunk(bound=(-100.0, -100.0, -100.0), grad_norm=(1.0, 1.0, 1.0), nonfinite_at=None):
+  nonfinite = np.zeros((3, len(WATCHED_TERMS)), bool)
+  if nonfinite_at is not None:
+    nonfinite[nonfinite_at[0], WATCHED_TERMS.index(nonfinite_at[1])] = True
+  return {"bound": np.array(bound), "grad_norm": np.array(grad_norm), "nonfinite": nonfinite}
+
+
+def test_failure_names_the_first_bad_step_and_what_went_wrong():
+  config, initial = tiny_config(), {"bound": -100.0, "grad_norm": 1.0}
+  assert failure(_chunk(), initial, config, first_step=10) is None
+  stopped = failure(_chunk(nonfinite_at=(1, "kl")), initial, config, first_step=10)
+  assert isinstance(stopped, NonFiniteError) and str(stopped) == "non-finite kl at step 11"
+  skipping = tiny_config(**{"training.on_nonfinite": "skip"})
+  assert failure(_chunk(nonfinite_at=(1, "kl")), initial, skipping, first_step=10) is None
+  # The bound's floor: -100 minus divergence_factor (10) times 100.
+  fallen = failure(_chunk(bound=(-100.0, -1000.0, -1200.0)), initial,
+                   tiny_config(**{"training.divergence_factor": 10.0}), first_step=10)
+  assert isinstance(fallen, DivergenceError) and "at step 12" in str(fallen)
+  assert "fell below -1100" in str(fallen)
+  # The gradient norm's ceiling: 1e4 times its first value.
+  grown = failure(_chunk(grad_norm=(1.0, 2e4, 1.0)), initial, config, first_step=10)
+  assert isinstance(grown, DivergenceError) and "gradient norm 2e+04 grew past 1e+04" in str(grown)
+  off = tiny_config(**{"training.divergence_grad_factor": 0.0})
+  assert failure(_chunk(grad_norm=(1.0, 2e4, 1.0)), initial, off, first_step=10) is None
 
 
 def _nan_config(policy):
