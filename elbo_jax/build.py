@@ -133,10 +133,11 @@ def build_model(config, dataset, compute_dtype: str | None = None):
                      latent2=m.latent2_dim, activation=m.activation)
     return MODELS.get(m.name)(two_layer, data_shape, likelihood, dtype)
   encoder, decoder = MODELS.get(m.name)(m, data_shape, likelihood, dtype)
-  if config.prior.name == "vamp" and config.posterior.name not in ("diagonal_gaussian",
-                                                                    "full_gaussian"):
-    raise ConfigError("prior.name='vamp' mixes the posterior's densities, so it needs "
-                      "posterior.name in: diagonal_gaussian, full_gaussian")
+  if (PRIORS.get(config.prior.name).mixes_posterior
+      and not POSTERIORS.get(config.posterior.name).has_density):
+    with_density = [n for n in POSTERIORS.registered() if POSTERIORS.get(n).has_density]
+    raise ConfigError(f"prior.name={config.prior.name!r} mixes the posterior's densities, so it "
+                      f"needs posterior.name in: {', '.join(with_density)}")
   return VAE(encoder=encoder, decoder=decoder, likelihood=likelihood,
              prior=build_prior(config, data_shape), posterior=build_posterior(config, dtype))
 

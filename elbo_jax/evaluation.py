@@ -151,13 +151,8 @@ def _cached_estimate(model, num_samples: int, chunk_size: int, diagnostics: bool
 
 @functools.lru_cache(maxsize=32)
 def _posterior_mean_fn(model, num_samples: int):
-  exact = getattr(model, "posterior", None) is not None and model.posterior.family != "flow"
-
   def mean_fn(m, x, key):
-    q = m.encode(x)
-    if exact:
-      return q["mean"]
-    return m.sample_posterior(q, key, num_samples)[0].mean(0)
+    return m.posterior_mean(m.encode(x), key, num_samples)
 
   return lambda p, x, k: model.apply(p, x, k, method=mean_fn)
 

@@ -142,7 +142,7 @@ def beta_elbo(model, *, likelihood=None, prior=None, posterior=None, num_samples
 
 def _check_estimator(model, estimator: str) -> None:
   one_of("objective.estimator", estimator, ESTIMATORS)
-  if estimator != "reparam" and getattr(model, "has_flow_posterior", False):
+  if estimator != "reparam" and not model.has_posterior_density:
     raise ConfigError(
         f"objective.estimator={estimator!r} needs log q(z|x) at arbitrary z, which flows do not "
         "give; use a Gaussian posterior or objective.estimator='reparam'"

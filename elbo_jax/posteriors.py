@@ -12,8 +12,13 @@ Interface (one example; D latents, S samples, H encoder features):
                                        density minus the summed log|det J| of the flow steps)
   reparameterize(q, eps [S, D]) -> z, log_q
                                        the same map from given standard-normal noise
-  log_prob(z [..., D], q) -> [...]     Gaussian families only; q's leading dims broadcast with z's
-  family                               "diagonal", "full" or "flow"
+  log_prob(z [..., D], q) -> [...]     where `has_density`; q's leading dims broadcast with z's
+  has_density                          True where log q(z|x) can be evaluated at any z (the
+                                       Gaussian families; a flow knows it only at its own draws)
+  is_gaussian                          True where q is Gaussian, with closed forms for
+    mean(q) -> [..., D]                  E_q[z]
+    kl_to_diag_normal(q, mean [D], log_scale [D]) -> (kl [...], kl_per_dim [..., D] or None)
+                                         KL(q || N(mean, diag(exp(log_scale))^2))
 
 Every log-scale (and the full family's log-diagonal) passes through `bound_log_scale`, a smooth clip
 to (-LOG_SCALE_BOUND, LOG_SCALE_BOUND), inside `__call__`; see its docstring for the range.
@@ -91,7 +96,8 @@ class DiagonalGaussian(nn.Module):
 
   latent_dim: int
   dtype: Any = jnp.float32
-  family = "diagonal"
+  has_density = True
+  is_gaussian = True
 
   def setup(self):
     self.mean_head = nn.Dense(self.latent_dim, dtype=self.dtype)
@@ -111,6 +117,13 @@ class DiagonalGaussian(nn.Module):
 
   def log_prob(self, z, q):
     return distributions.diag_normal_log_prob(z, q["mean"], q["log_scale"])
+
+  def mean(self, q):
+    return q["mean"]
+
+  def kl_to_diag_normal(self, q, mean, log_scale):
+    kl_per_dim = distributions.kl_diag_normal(q["mean"], q["log_scale"], mean, log_scale)
+    return kl_per_dim.sum(-1), kl_per_dim
 
 
 def _fill_tril(off_diagonal, log_diagonal):
@@ -141,7 +154,8 @@ class FullGaussian(nn.Module):
 
   latent_dim: int
   dtype: Any = jnp.float32
-  family = "full"
+  has_density = True
+  is_gaussian = True
 
   def setup(self):
     self.mean_head = nn.Dense(self.latent_dim, dtype=self.dtype)
@@ -169,6 +183,14 @@ class FullGaussian(nn.Module):
 
   def log_prob(self, z, q):
     return _tril_log_prob(z, q["mean"], q["scale_tril"])
+
+  def mean(self, q):
+    return q["mean"]
+
+  def kl_to_diag_normal(self, q, mean, log_scale):
+    # Not a sum over dimensions: the correlations couple them.
+    return distributions.kl_tril_normal_diag_normal(q["mean"], q["scale_tril"], mean,
+                                                    log_scale), None
 
 
 def planar_u_hat(u, w):
@@ -199,7 +221,8 @@ class PlanarFlow(nn.Module):
   latent_dim: int
   num_flows: int = 8
   dtype: Any = jnp.float32
-  family = "flow"
+  has_density = False
+  is_gaussian = False
 
   def setup(self):
     positive_int("posterior.num_flows", self.num_flows)
@@ -310,7 +333,8 @@ class IAF(nn.Module):
   num_flows: int = 2
   hidden: int = 128
   dtype: Any = jnp.float32
-  family = "flow"
+  has_density = False
+  is_gaussian = False
 
   def setup(self):
     positive_int("posterior.num_flows", self.num_flows)

@@ -5,31 +5,74 @@ Every objective in `elbo_jax.objectives` talks to a model only through the metho
 different structure (e.g. `models.hierarchical.TwoLayerVAE`) implements the same methods and every
 objective works with it unchanged.
 
-Protocol (x: one example, [*data_shape]; D latents; S samples):
-  encode(x) -> q                         posterior parameters (a dict pytree)
-  sample_posterior(q, key, S) -> z, log_q   z: [S, D], log_q: [S]  (exact, flows included)
-  posterior_log_prob(z, q) -> [...]      log q(z|x) at given z: [..., D] (Gaussian families only)
-  prior_log_prob(z) -> [...]             log p(z)
-  likelihood_log_prob(z, x) -> [...]     log p(x|z), summed over the data dimensions
-  kl_analytic(q) -> (kl, kl_per_dim)     closed-form KL(q || p); `has_analytic_kl` says if it exists
-  decode(z) -> raw likelihood parameters; sample_prior(key, n) -> z: [n, D]
-  output_bias_path                       names in params["params"] of the bias of the raw
-                                         likelihood parameters, one per value (`elbo_jax.
-                                         initialization.set_output_bias`)
-  inference_modules, generative_modules   names of the top-level submodules (keys of
-                                         params["params"]) holding q's and p's parameters;
-                                         `split_params` partitions a params or gradient pytree
-                                         by them (PIWAE and the gradient SNR use it)
+The protocol is `Model` below: x is one example, [*data_shape]; D latents; S samples.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Protocol, runtime_checkable
 
 import flax.linen as nn
 import jax
 
-from elbo_jax import distributions
+
+@runtime_checkable
+class Model(Protocol):
+  """What objectives, evaluation and initialisation ask of a latent-variable model.
+
+  Every method is called inside `model.apply` on ONE example; q is a pytree of posterior
+  parameters.
+  """
+
+  # Names of the top-level submodules (keys of params["params"]) holding q's and p's parameters;
+  # `split_params` partitions a params or gradient pytree by them (PIWAE, the gradient SNR).
+  inference_modules: tuple[str, ...]
+  generative_modules: tuple[str, ...]
+
+  @property
+  def latent_dim(self) -> int:
+    """D."""
+
+  @property
+  def output_bias_path(self) -> tuple[str, ...]:
+    """Names in params["params"] of the bias of the raw likelihood parameters, one per value
+    (`elbo_jax.initialization.set_output_bias`)."""
+
+  @property
+  def has_posterior_density(self) -> bool:
+    """Whether `posterior_log_prob` works at any z (STL, DReG, the VampPrior need it)."""
+
+  @property
+  def has_analytic_kl(self) -> bool:
+    """Whether `kl_analytic` exists."""
+
+  def encode(self, x) -> Any:
+    """The posterior's parameters q."""
+
+  def sample_posterior(self, q, key, num_samples: int):
+    """z: [S, D] reparameterised draws and their exact log q(z|x): [S] (flows included)."""
+
+  def posterior_log_prob(self, z, q):
+    """log q(z|x) at given z: [..., D] -> [...], where `has_posterior_density`."""
+
+  def posterior_mean(self, q, key, num_samples: int):
+    """E_q[z]: [D]; exact where q has a closed form, else the mean of `num_samples` draws."""
+
+  def prior_log_prob(self, z):
+    """log p(z): [..., D] -> [...]."""
+
+  def likelihood_log_prob(self, z, x):
+    """log p(x|z), summed over the data dimensions: [..., D] -> [...]."""
+
+  def kl_analytic(self, q):
+    """(KL(q || p), per-dimension KL [D] or None), where `has_analytic_kl`."""
+
+  def decode(self, z):
+    """Raw likelihood parameters: [..., D] -> [..., *likelihood.param_shape]."""
+
+  def sample_prior(self, key, num_samples: int):
+    """z ~ p(z): [n, D]."""
 
 
 class VAE(nn.Module):
@@ -65,14 +108,14 @@ class VAE(nn.Module):
     return ("decoder", self.decoder.output_layer, "bias")
 
   @property
-  def has_flow_posterior(self) -> bool:
-    return self.posterior.family == "flow"
+  def has_posterior_density(self) -> bool:
+    return self.posterior.has_density
 
   @property
   def has_analytic_kl(self) -> bool:
     # Closed forms exist for a Gaussian q against a Gaussian p(z); mixtures and flows need Monte
     # Carlo.
-    return self.posterior.family in ("diagonal", "full") and self.prior.is_gaussian
+    return self.posterior.is_gaussian and self.prior.is_gaussian
 
   def __call__(self, x, key):
     """Touches every parameter once (for `init`); returns the single-sample ELBO of x."""
@@ -105,16 +148,12 @@ class VAE(nn.Module):
 
   def kl_analytic(self, q):
     """Returns (KL(q || p), per-dimension KL or None). Only valid when `has_analytic_kl`."""
-    prior_mean, prior_log_scale = self.prior.gaussian_params()
-    if self.posterior.family == "diagonal":
-      kl_per_dim = distributions.kl_diag_normal(
-          q["mean"], q["log_scale"], prior_mean, prior_log_scale
-      )
-      return kl_per_dim.sum(-1), kl_per_dim
-    kl = distributions.kl_tril_normal_diag_normal(
-        q["mean"], q["scale_tril"], prior_mean, prior_log_scale
-    )
-    return kl, None
+    return self.posterior.kl_to_diag_normal(q, *self.prior.gaussian_params())
+
+  def posterior_mean(self, q, key, num_samples: int):
+    if self.posterior.is_gaussian:
+      return self.posterior.mean(q)
+    return self.sample_posterior(q, key, num_samples)[0].mean(0)
 
   def sample_prior(self, key, num_samples: int):
     if not self.prior.mixes_posterior:

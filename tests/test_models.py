@@ -12,18 +12,20 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from elbo_jax import vae
 from elbo_jax.models import (
-    ACTIVATIONS,
-    ENCODER_DECODER_MODELS,
-    MLP,
-    MODELS,
-    ConvDecoder,
-    ConvEncoder,
-    MLPDecoder,
-    MLPEncoder,
-    TwoLayerVAE,
+  ACTIVATIONS,
+  ENCODER_DECODER_MODELS,
+  MLP,
+  MODELS,
+  ConvDecoder,
+  ConvEncoder,
+  MLPDecoder,
+  MLPEncoder,
+  TwoLayerVAE,
 )
-from elbo_jax.models.hierarchical import LOG_SCALE_MAX, LOG_SCALE_MIN
+from elbo_jax.posteriors import IAF, LOG_SCALE_BOUND, DiagonalGaussian
+from elbo_jax.priors import MixtureOfGaussians, StandardNormal
 from elbo_jax.registry import ConfigError
 
 IMAGE_SHAPES = [(28, 28, 1), (32, 32, 3), (8, 8, 1)]
@@ -225,9 +227,22 @@ def _single_sample_elbo(model, params, x, key):
   return nn.apply(elbo, model)(params)
 
 
+def test_both_model_kinds_satisfy_the_model_protocol_and_declare_capabilities(two_layer):
+  likelihood = Bernoulli(DATA_SHAPE)
+  encoder, decoder = MODELS.get("mlp")({"hidden": [8]}, DATA_SHAPE, likelihood)
+  model = vae.VAE(encoder, decoder, likelihood, StandardNormal(4), DiagonalGaussian(4))
+  assert isinstance(model, vae.Model) and isinstance(two_layer[0], vae.Model)
+  assert not isinstance(likelihood, vae.Model)
+  assert model.has_analytic_kl and model.has_posterior_density
+  flow = model.clone(posterior=IAF(4))
+  assert not flow.has_analytic_kl and not flow.has_posterior_density
+  assert not model.clone(prior=MixtureOfGaussians(4)).has_analytic_kl
+
+
 def test_two_layer_protocol_shapes(two_layer):
   model, params, x = two_layer
-  assert model.latent_dim == D1 + D2 and not model.has_analytic_kl
+  assert isinstance(model, vae.Model)
+  assert model.latent_dim == D1 + D2 and not model.has_analytic_kl and model.has_posterior_density
 
   def shape(fn, *args):
     return jax.eval_shape(lambda p, *a: nn.apply(fn, model)(p, *a), params, *args).shape
@@ -242,6 +257,7 @@ def test_two_layer_protocol_shapes(two_layer):
   assert shape(lambda m: m.prior_log_prob(z_any)) == (2, 3)
   assert shape(lambda m: m.likelihood_log_prob(z_any, x[0])) == (2, 3)
   assert shape(lambda m: m.sample_prior(key, 6)) == (6, D1 + D2)
+  assert shape(lambda m: m.posterior_mean(m.encode(x[0]), key, 7)) == (D1 + D2,)
   assert shape(lambda m: m.likelihood.mean(m.decode(m.sample_prior(key, 6)))) == (6,) + DATA_SHAPE
 
 
@@ -269,7 +285,7 @@ def test_two_layer_prior_matches_numpy(two_layer):
   for layer in ("Dense_0", "Dense_1"):
     h = np.tanh(h @ net["MLP_0"][layer]["kernel"] + net["MLP_0"][layer]["bias"])
   out = h @ net["Dense_0"]["kernel"] + net["Dense_0"]["bias"]
-  mean, log_scale = out[:, :D1], np.clip(out[:, D1:], LOG_SCALE_MIN, LOG_SCALE_MAX)
+  mean, log_scale = out[:, :D1], LOG_SCALE_BOUND * np.tanh(out[:, D1:] / LOG_SCALE_BOUND)
   expected = (stats.norm.logpdf(z[:, D1:]).sum(-1)
               + stats.norm.logpdf(z[:, :D1], mean, np.exp(log_scale)).sum(-1))
   prior = jax.jit(lambda p, z: model.apply(p, z, method="prior_log_prob"))
@@ -311,5 +327,5 @@ def test_two_layer_extreme_inputs_stay_finite(two_layer):
     return nn.apply(fn, model)(p)
 
   log_scale, *log_probs = run(jax.tree.map(lambda a: a * 1e3, params), x[0] * 1e3)
-  assert LOG_SCALE_MIN <= float(log_scale.min()) and float(log_scale.max()) <= LOG_SCALE_MAX
+  assert -LOG_SCALE_BOUND <= float(log_scale.min()) and float(log_scale.max()) <= LOG_SCALE_BOUND
   assert all(bool(jnp.all(jnp.isfinite(v))) for v in log_probs)

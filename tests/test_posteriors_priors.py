@@ -133,6 +133,13 @@ def test_flow_log_q_is_base_density_minus_numerical_log_det(name, seed):
   np.testing.assert_allclose(log_q, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_posteriors_declare_what_they_can_do():
+  assert [n for n in POSTERIOR_MODULES if POSTERIORS.get(n).has_density] == GAUSSIAN
+  assert [n for n in POSTERIOR_MODULES if POSTERIORS.get(n).is_gaussian] == GAUSSIAN
+  assert [n for n in PRIORS.registered() if PRIORS.get(n).is_gaussian] == [
+      "standard_normal", "learned_gaussian"]
+
+
 @pytest.mark.parametrize("name", FLOWS)
 def test_flow_log_prob_raises_clear_error(name):
   module, params, q = _posterior(name)
@@ -160,7 +167,8 @@ def test_gaussian_samples_have_right_moments(name):
   z = np.asarray(z, np.float64)
   cov = _cov(name, q)
   std = np.sqrt(np.diag(cov))
-  np.testing.assert_array_less(np.abs(z.mean(0) - q["mean"]), 5 * std / np.sqrt(N))
+  mean = module.apply(params, q, method="mean")
+  np.testing.assert_array_less(np.abs(z.mean(0) - mean), 5 * std / np.sqrt(N))
   np.testing.assert_allclose(np.cov(z.T), cov, atol=0.05 * float(np.max(np.abs(cov))))
 
 
@@ -173,12 +181,10 @@ def test_monte_carlo_kl_matches_analytic(name, prior_name):
   else:
     prior, prior_params = _learned_gaussian_prior()
   prior_mean, prior_log_scale = prior.apply(prior_params, method="gaussian_params")
-  if name == "diagonal_gaussian":
-    kl = distributions.kl_diag_normal(q["mean"], q["log_scale"], prior_mean, prior_log_scale).sum()
-  else:
-    kl = distributions.kl_tril_normal_diag_normal(
-        q["mean"], q["scale_tril"], prior_mean, prior_log_scale
-    )
+  kl, kl_per_dim = module.apply(params, q, prior_mean, prior_log_scale,
+                                method="kl_to_diag_normal")
+  if kl_per_dim is not None:
+    np.testing.assert_allclose(kl_per_dim.sum(), kl, rtol=1e-6)
   z, log_q = module.apply(params, q, jax.random.PRNGKey(6), N, method="sample")
   terms = np.asarray(log_q - prior.apply(prior_params, z, method="log_prob"), np.float64)
   stderr = terms.std() / np.sqrt(N)

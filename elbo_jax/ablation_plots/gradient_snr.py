@@ -16,12 +16,12 @@ import os
 
 from elbo_jax import objectives, report, snr
 from elbo_jax.ablation_plots.base import cells, load_runs, register
+from elbo_jax.posteriors import POSTERIORS
 from elbo_jax.registry import ConfigError, positive_int
 from elbo_jax.tables import write_csv
 
 SNR_FILE = "snr.csv"
 PNG_FILE = "gradient_snr.png"
-GAUSSIAN_POSTERIORS = ("diagonal_gaussian", "full_gaussian")
 
 
 def _target(ablation, specs):
@@ -53,7 +53,7 @@ def check(ablation, specs) -> None:
       raise ConfigError(f"ablation snr.estimators: {estimator!r} is not known; allowed values: "
                         f"{', '.join(objectives.ESTIMATORS)}")
   posterior = _target(ablation, specs).config.posterior.name
-  if set(options.estimators) != {"reparam"} and posterior not in GAUSSIAN_POSTERIORS:
+  if set(options.estimators) != {"reparam"} and not POSTERIORS.get(posterior).has_density:
     raise ConfigError(f"ablation snr.estimators={tuple(options.estimators)} need log q(z|x) at any "
                       f"z, which posterior.name={posterior!r} does not give; analyse a cell with "
                       "a Gaussian posterior or use snr.estimators=('reparam',)")

@@ -21,11 +21,7 @@ import jax.numpy as jnp
 
 from elbo_jax import distributions
 from elbo_jax.models.mlp import MLP
-
-# Log-scales are clipped so that exp(+-log_scale) and the squared standardized residuals in the
-# log-densities stay finite in float32 for any input; e^-10 ~ 4.5e-5 is below any useful std.
-LOG_SCALE_MIN = -10.0
-LOG_SCALE_MAX = 10.0
+from elbo_jax.posteriors import bound_log_scale
 
 
 class GaussianHead(nn.Module):
@@ -44,7 +40,9 @@ class GaussianHead(nn.Module):
     h = MLP(self.hidden, self.activation, dtype=self.dtype)(inputs)
     out = nn.Dense(2 * self.latent, dtype=self.dtype)(h).astype(jnp.float32)
     mean, log_scale = jnp.split(out, 2, axis=-1)
-    return {"mean": mean, "log_scale": jnp.clip(log_scale, LOG_SCALE_MIN, LOG_SCALE_MAX)}
+    # The posteriors' smooth bound, for the same reasons (finite float32 densities, a gradient
+    # everywhere).
+    return {"mean": mean, "log_scale": bound_log_scale(log_scale)}
 
 
 class TwoLayerVAE(nn.Module):
@@ -86,9 +84,10 @@ class TwoLayerVAE(nn.Module):
   def latent_dim(self) -> int:
     return self.latent1 + self.latent2
 
-  @property
-  def has_analytic_kl(self) -> bool:
-    return False
+  # Both layers of q are Gaussian, so q(z1, z2 | x) has a density at any z; their product has no
+  # closed-form KL against p(z1|z2) p(z2), nor a closed-form mean of z2.
+  has_posterior_density = True
+  has_analytic_kl = False
 
   def __call__(self, x, key):
     """Touches every parameter once (for `init`); returns the single-sample ELBO of x."""
@@ -141,6 +140,9 @@ class TwoLayerVAE(nn.Module):
 
   def likelihood_log_prob(self, z, x):
     return self.likelihood.log_prob(self.decode(z), x)
+
+  def posterior_mean(self, q, key, num_samples: int):
+    return self.sample_posterior(q, key, num_samples)[0].mean(0)
 
   def kl_analytic(self, q):
     raise NotImplementedError("TwoLayerVAE has no closed-form KL; use a Monte Carlo objective")
