@@ -19,7 +19,7 @@ uses it as the model directly.
   "mlp"        mlp.MLPEncoder / MLPDecoder; reads hidden=(200, 200), activation="tanh",
                gated=False.
   "conv"       conv.ConvEncoder / ConvDecoder; reads channels=(32, 64), hidden=(256,),
-               activation="relu", kernel_size=4.
+               activation="relu" (the kernel side is ConvEncoder's default, 4).
   "two_layer"  hierarchical.TwoLayerVAE; reads hidden1=(200, 200), latent1=100,
                hidden2=(100, 100), latent2=50, activation="tanh".
 
@@ -95,10 +95,8 @@ def build_conv(model_config, data_shape: tuple, likelihood, dtype=jnp.float32):
         f"model.name='conv' needs image data [H, W, C] and likelihood parameters [H, W, P]; "
         f"got data shape {tuple(data_shape)}, parameter shape {tuple(likelihood.param_shape)}"
     )
-  kwargs = _read(model_config, {
-      "channels": _nonempty_units, "hidden": _units, "activation": _activation,
-      "kernel_size": positive_int,
-  })
+  kwargs = _read(model_config,
+                 {"channels": _nonempty_units, "hidden": _units, "activation": _activation})
   kwargs["dtype"] = dtype
   return (ConvEncoder(data_shape=tuple(data_shape), **kwargs),
           ConvDecoder(out_shape=tuple(likelihood.param_shape), **kwargs))
