@@ -114,6 +114,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval.curve_num_test = 0         # log the test ELBO on the first N every epoch; 0 = off
   c.eval.elbo_samples = 10
   c.eval.seed = 1234                # fixed, so evaluation numbers do not depend on training
+  # The KL term taken apart on the test set (elbo_jax.kl_decomposition): mutual information, total
+  # correlation, dimension-wise KL, KL(q(z) || p(z)); diagonal-Gaussian q, Gaussian p(z) only.
+  c.eval.kl_decomposition = True
 
   c.accelerator = ml_collections.ConfigDict()
   c.accelerator.platform = "auto"   # auto | cpu | gpu | tpu

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from elbo_jax import distributions
+from elbo_jax import distributions, evaluation, posteriors, priors, results
 
 TERMS = ("avg_kl", "mutual_info", "total_correlation", "dimwise_kl", "kl_aggregate",
          "prior_coupling")
@@ -177,3 +177,33 @@ def minibatch_terms(z, means, log_scales, dataset_size, method="mss",
   log_q_zx = jnp.diagonal(pair.sum(-1))
   log_pz_dims, log_pz = _prior_log_probs(z, log_prior_per_dim, log_prior)
   return _terms(log_q_zx, log_qz, log_qz_dims, log_pz_dims, log_pz)
+
+
+# --- On a trained run's test set (results.json's "test" section) -------------------------------
+
+@results.register("total_correlation", label="TC(q(z))", bars=True, also=(
+    ("mutual_info", "I_q(x; z)"), ("dimwise_kl", "dimension-wise KL"),
+    ("kl_aggregate", "KL(q(z) || p(z))")))
+def test_set_terms(test: results.TestSet) -> dict:
+  """The decomposition on the whole test set, q(z) the mixture over it: one z ~ q(z|x_n) per
+  example (`eval.kl_decomposition`). Runs where it is exact only: a diagonal-Gaussian posterior
+  (`posteriors.DiagonalGaussian`) and a Gaussian prior, whose marginals p_j(z_j) are known; {}
+  otherwise (flows, full covariances, the two-layer model, mixture and VampPriors)."""
+  model = test.model
+  if not (test.config.eval.kl_decomposition
+          and isinstance(getattr(model, "posterior", None), posteriors.DiagonalGaussian)
+          and model.prior.is_gaussian):
+    return {}
+  q = evaluation.map_dataset(lambda p, x, k: model.apply(p, x, method="encode"), test.params,
+                             test.x, test.key, batch_size=test.config.eval.batch_size,
+                             mesh=test.mesh)
+  if isinstance(model.prior, priors.StandardNormal):
+    per_dim = standard_normal_per_dim  # a module-level function: one compilation for every run
+  else:
+    mean, log_scale = model.apply(test.params, method=lambda m: m.prior.gaussian_params())
+    per_dim = functools.partial(distributions.diag_normal_log_prob_per_dim, mean=mean,
+                                log_scale=log_scale)
+  terms = decompose_kl(test.key, jnp.asarray(q["mean"]), jnp.asarray(q["log_scale"]),
+                       log_prior_per_dim=per_dim)
+  return {name: float(terms[name]) for name in ("mutual_info", "total_correlation", "dimwise_kl",
+                                                "kl_aggregate")}

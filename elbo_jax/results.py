@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -43,6 +43,7 @@ class Metric:
   digits: int = 2
   bars: bool = False
   compute: Callable[[Any], dict] | None = None
+  printed: bool = False  # a line of the CLI's printout (the metrics `register` adds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,12 +84,16 @@ METRICS.register("active_units")(Metric("active units", test_value("active_units
 METRICS.register("bpd")(Metric("bits/dim", test_value("bpd"), digits=3))
 
 
-def register(name: str, label: str | None = None, digits: int = 2, bars: bool = False):
+def register(name: str, label: str | None = None, digits: int = 2, bars: bool = False,
+             also: Sequence[tuple[str, str]] = ()):
   """Registers fn(TestSet) -> {name: value, ...} as the computed metric `name` (a decorator):
   evaluation writes what it returns into results.json's "test" section, and the column `name`
-  reads test[name]."""
+  reads test[name]. also: (name, label) of further values fn returns, each a column of its own.
+  fn may return {} where the metric does not apply to a run (its columns are then empty)."""
   def add(compute):
-    METRICS.register(name)(Metric(label or name, test_value(name), digits, bars, compute))
+    METRICS.register(name)(Metric(label or name, test_value(name), digits, bars, compute, True))
+    for other, other_label in also:
+      METRICS.register(other)(Metric(other_label, test_value(other), digits, bars, printed=True))
     return compute
 
   return add
@@ -115,10 +120,12 @@ def compute_all(test_set: TestSet) -> dict:
 
 
 def printed_lines(test: dict) -> list[str]:
-  """The printout's lines for the computed metrics present in a results.json "test" section."""
+  """The printout's lines for the registered metrics present in a results.json "test" section."""
   lines = []
-  for name in computed():
+  for name in METRICS.registered():
     metric = METRICS.get(name)
+    if not metric.printed:
+      continue
     value = metric.read({"test": test})
     if value is not None:
       lines.append(f"{metric.label}: {value:.{metric.digits}f}")

@@ -1,6 +1,7 @@
 """ELBO surgery: identities per sample, closed forms on a linear-Gaussian encoder, chunking and
 the minibatch estimators' expectations over all batches of a small data set."""
 
+import dataclasses
 import itertools
 import math
 
@@ -9,9 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from elbo_jax import distributions
+from elbo_jax import build, distributions, results
+from elbo_jax import data as data_lib
 from elbo_jax import kl_decomposition as kd
 from elbo_jax import linear_gaussian as lg
+from elbo_jax.train import train_and_evaluate
+from tests.conftest import tiny_config
 
 D = 2
 A = np.array([[1.0, 1.0], [0.0, 0.7]])  # encoder mean A x mixes the two data coordinates
@@ -192,3 +196,43 @@ def test_minibatch_terms_approach_full_data_terms_with_the_whole_set():
 def test_minibatch_weights_reject_bad_arguments(method, batch, n, match):
   with pytest.raises(ValueError, match=match):
     kd.minibatch_log_weights(batch, n, method)
+
+
+# --- On a trained run's test set ------------------------------------------------------------------
+
+def _test_set(**fields):
+  config = tiny_config(**fields)
+  dataset = data_lib.load(config.data)
+  model = build.build_model(config, dataset)
+  x = dataset.test[:64]
+  params = model.init(jax.random.key(0), x[0], jax.random.key(1))
+  return results.TestSet(config, dataset, model, params, x, jax.random.key(2))
+
+
+def test_the_decomposition_is_reported_for_diagonal_gaussians_under_gaussian_priors_only():
+  standard = _test_set()
+  terms = kd.test_set_terms(standard)
+  assert set(terms) == {"mutual_info", "total_correlation", "dimwise_kl", "kl_aggregate"}
+  # Per sample, TC + dimension-wise KL = KL(q(z) || p(z)) for a factorised prior.
+  np.testing.assert_allclose(terms["total_correlation"] + terms["dimwise_kl"],
+                             terms["kl_aggregate"], rtol=1e-5, atol=1e-5)
+  # I_q(x; z) <= log N per sample: q(z) >= q(z|x_n) / N.
+  assert 0 <= terms["mutual_info"] <= math.log(64)
+  # A learned Gaussian prior at its initial N(0, I) gives the standard normal's terms.
+  learned = _test_set(**{"prior.name": "learned_gaussian"})
+  params = {"params": standard.params["params"] | {"prior": learned.params["params"]["prior"]}}
+  same = kd.test_set_terms(dataclasses.replace(learned, params=params))
+  for name, value in terms.items():
+    np.testing.assert_allclose(same[name], value, rtol=1e-5, atol=1e-6)
+  for fields in ({"posterior.name": "iaf"}, {"prior.name": "mog"},
+                 {"eval.kl_decomposition": False}):
+    assert kd.test_set_terms(_test_set(**fields)) == {}
+
+
+def test_a_runs_results_and_printout_hold_the_kl_term_taken_apart(tmp_path):
+  test = train_and_evaluate(tiny_config(**{"training.num_epochs": 1}), str(tmp_path))["test"]
+  np.testing.assert_allclose(test["total_correlation"] + test["dimwise_kl"],
+                             test["kl_aggregate"], rtol=1e-5, atol=1e-5)
+  lines = results.printed_lines(test)
+  assert f"TC(q(z)): {test['total_correlation']:.2f}" in lines
+  assert f"I_q(x; z): {test['mutual_info']:.2f}" in lines
