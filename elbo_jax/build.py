@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from elbo_jax import components, initialization, objectives
+from elbo_jax import components, disentanglement, initialization, objectives
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
 from elbo_jax.likelihoods import LIKELIHOODS
@@ -84,6 +84,7 @@ def check_config(config) -> None:
   one_of("accelerator.platform", config.accelerator.platform, PLATFORMS)
   one_of("accelerator.compute_dtype", config.accelerator.compute_dtype, COMPUTE_DTYPES)
   one_of("objective.kl", config.objective.kl, objectives.KL_MODES)
+  one_of("eval.dci_importance", config.eval.dci_importance, tuple(disentanglement.IMPORTANCES))
   one_of("objective.estimator", config.objective.estimator, objectives.ESTIMATORS)
   unit_interval("objective.ciwae_beta", config.objective.ciwae_beta)
   one_of("model.output_bias", config.model.output_bias, initialization.OUTPUT_BIASES)

@@ -117,6 +117,10 @@ def default_config() -> ml_collections.ConfigDict:
   # The KL term taken apart on the test set (elbo_jax.kl_decomposition): mutual information, total
   # correlation, dimension-wise KL, KL(q(z) || p(z)); diagonal-Gaussian q, Gaussian p(z) only.
   c.eval.kl_decomposition = True
+  # Data with known factors (data.name='sprites'): MIG, SAP, modularity and DCI of the test set's
+  # posterior means (elbo_jax.disentanglement); DCI's importances from gbt (gradient-boosted
+  # trees, as Locatello et al.) or logistic (faster, linear).
+  c.eval.dci_importance = "gbt"
 
   c.accelerator = ml_collections.ConfigDict()
   c.accelerator.platform = "auto"   # auto | cpu | gpu | tpu

@@ -11,7 +11,8 @@ callables:
   observe(factors [n, K]) -> [n, D]      renders them and encodes: the codes of those factors
 
 (e.g. `sprites.sample_factors` and a function that composes `sprites.render` with the encoder's
-posterior mean). Numpy and scikit-learn only: these run once per evaluation.
+posterior mean). Numpy and scikit-learn only: these run once per evaluation. `test_set_scores`,
+at the end, reports them for every run on data with known factors.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.stats
 from sklearn import ensemble, linear_model, metrics, preprocessing, svm
+
+from elbo_jax import evaluation, results
+from elbo_jax.registry import one_of
 
 _OBSERVE_ROWS = 8192  # rows per observe() call in the intervention scores
 
@@ -238,3 +242,28 @@ def factor_vae_score(rng, sample_factors, observe, batch_size=64, num_train=1000
   return {"train_accuracy": float(train[classifier, cols].sum() / train.sum()),
           "eval_accuracy": float(evaluation[classifier, cols].sum() / evaluation.sum()),
           "num_active_dims": int(active.sum())}
+
+
+# --- On a trained run's test set (results.json's "test" section) -------------------------------
+
+@results.register("mig", label="MIG", digits=3, also=(
+    ("modularity", "modularity"), ("sap", "SAP"),
+    ("dci_disentanglement", "DCI disentanglement"), ("dci_completeness", "DCI completeness"),
+    ("dci_informativeness", "DCI informativeness (test)")))
+def test_set_scores(test: results.TestSet) -> dict:
+  """The scores of the test set's posterior means against its factors, for data with known
+  factors (`Dataset.test_factors`); {} otherwise. SAP and DCI fit their predictors on the first
+  half of the test set and score them on the second."""
+  factors = test.dataset.test_factors
+  if factors is None:
+    return {}
+  one_of("eval.dci_importance", test.config.eval.dci_importance, tuple(IMPORTANCES))
+  codes = evaluation.posterior_means(test.model, test.params, test.x, test.key,
+                                     batch_size=test.config.eval.batch_size, mesh=test.mesh)
+  half = len(codes) // 2
+  fit, held_out = (codes[:half], factors[:half]), (codes[half:], factors[half:])
+  scores = dci(*fit, *held_out, importance=test.config.eval.dci_importance)
+  return {"mig": mig(codes, factors), "modularity": modularity(codes, factors),
+          "sap": sap(*fit, *held_out), "dci_disentanglement": scores["disentanglement"],
+          "dci_completeness": scores["completeness"],
+          "dci_informativeness": scores["informativeness_test"]}

@@ -21,7 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-import elbo_jax.kl_decomposition  # noqa: F401  (registers the KL decomposition's metrics)
+# Imported for the metrics they register (elbo_jax.results).
+import elbo_jax.disentanglement  # noqa: F401
+import elbo_jax.kl_decomposition  # noqa: F401
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
 from elbo_jax import evaluation, io, likelihoods, objectives, plots, psis

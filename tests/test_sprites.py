@@ -1,9 +1,15 @@
-"""The procedural dSprites-like generator: shapes, dtypes, each factor's effect, determinism."""
+"""The procedural dSprites-like generator (shapes, dtypes, each factor's effect, determinism) and
+the `sprites` data set built on it, whose runs report disentanglement scores."""
 
 import numpy as np
 import pytest
 
+from configs import sprites_vae
+from elbo_jax import data as data_lib
+from elbo_jax import results as results_lib
 from elbo_jax.data import sprites
+from elbo_jax.registry import ConfigError
+from elbo_jax.train import train_and_evaluate
 
 BASE = np.array([0, 3, 0, 16, 16])  # square, middle scale, angle 0, centred
 
@@ -130,3 +136,43 @@ def test_sample_factors_covers_each_range():
 def test_render_rejects_bad_input(factors, resolution, match):
   with pytest.raises(ValueError, match=match):
     sprites.render(factors, resolution)
+
+
+def _sprites_config(**fields):
+  c = data_lib.default_config()
+  c.update({"name": "sprites", "resolution": 16, "num_examples": 500, **fields})
+  return c
+
+
+def test_the_sprites_data_set_keeps_each_test_images_factors():
+  dataset = data_lib.load(_sprites_config())
+  assert (len(dataset.train), len(dataset.validation), len(dataset.test)) == (400, 50, 50)
+  assert dataset.test_factors.shape == (50, 5)
+  np.testing.assert_array_equal(dataset.test, sprites.render(dataset.test_factors, 16))
+  assert dataset.info["factor_names"] == list(sprites.FACTOR_NAMES)
+  assert dataset.info["factor_sizes"] == list(sprites.FACTOR_SIZES)
+  # Without replacement: no combination of factors is in two splits.
+  _, factors, _ = sprites.generate(500, seed=0, resolution=16)
+  assert len(np.unique(factors, axis=0)) == 500
+  assert data_lib.load(data_lib.default_config()).test_factors is None
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("resolution", 4, r"data.resolution=4 must be an integer >= 8"),
+    ("num_examples", 5, r"data.num_examples=5 must lie in \[10, 737280\]"),
+    ("num_examples", 0, r"data.num_examples=0"),
+])
+def test_sprites_options_are_refused_by_name(field, value, match):
+  with pytest.raises(ConfigError, match=match):
+    data_lib.load(_sprites_config(**{field: value}))
+
+
+def test_a_sprites_run_reports_disentanglement_scores_and_the_kl_terms(tmp_path):
+  results = train_and_evaluate(sprites_vae.get_config("smoke"), str(tmp_path))
+  test = results["test"]
+  for name in ("mig", "modularity", "sap", "dci_disentanglement", "dci_completeness",
+               "dci_informativeness"):
+    assert 0 <= test[name] <= 1, name
+  assert {"mutual_info", "total_correlation"} <= set(test)
+  assert results["data"]["factor_names"] == list(sprites.FACTOR_NAMES)
+  assert f"MIG: {test['mig']:.3f}" in results_lib.printed_lines(test)

@@ -70,7 +70,7 @@ __all__ = [
     "load",
 ]
 
-SOURCES = ("auto", "tfds", "sklearn", "local")
+SOURCES = ("auto", "tfds", "sklearn", "local", "generated")
 DATA_KINDS = ("unit_interval", "real", "uint8")
 FIXED_BINARIZATION = "fixed: Larochelle & Murray's binarised MNIST"
 
@@ -89,6 +89,10 @@ def default_config() -> ml_collections.ConfigDict:
           "split": "standard",
           "validation_size": 400,
           "seed": 0,
+          # Generated data (data.name='sprites'): the image side and the number of examples drawn
+          # (split 80 / 10 / 10 into train, validation, test).
+          "resolution": 32,
+          "num_examples": 20000,
       }
   )
 
@@ -104,8 +108,11 @@ class Dataset:
       (`restrict_train`: a process of a multi-process run keeps its own slice).
     preprocessing: the `data.preprocessing` that produced the arrays.
     info: JSON-ready provenance (name, source, path, preprocessing, binarization, split, seed,
-      shape, dtype, sizes; data_dir and tfds_version for TFDS). The trainer writes it into
-      results.json: static and dynamic MNIST numbers differ by ~2 nats.
+      shape, dtype, sizes; data_dir and tfds_version for TFDS; factor_names and factor_sizes for
+      data with known factors). The trainer writes it into results.json: static and dynamic
+      MNIST numbers differ by ~2 nats.
+    test_factors: [len(test), K] integer factors of the test images, for data generated from known
+      factors (sprites); None otherwise.
   """
 
   train: np.ndarray
@@ -115,6 +122,7 @@ class Dataset:
   info: dict[str, Any]
   train_offset: int = 0
   num_train: int = -1  # -1: len(train)
+  test_factors: np.ndarray | None = None
 
   def __post_init__(self):
     if self.num_train < 0:
@@ -340,6 +348,7 @@ def load(config_data: ml_collections.ConfigDict,
   preprocess = PREPROCESSING.get(cfg.preprocessing)
   split = SPLITS.get(cfg.split)
   source, raw, extra = _read(cfg)
+  factors = extra.pop("factors", None)  # {source split: [N, K]}, kept beside the images
   if len({x.shape[1:] for x in raw.values()}) > 1:
     shapes = ", ".join(f"{k} {x.shape[1:]}" for k, x in raw.items())
     raise ConfigError(f"data.path={cfg.path!r}: the splits' image shapes differ ({shapes})")
@@ -371,7 +380,8 @@ def load(config_data: ml_collections.ConfigDict,
       **extra,
   )
   return Dataset(train, validation, test, cfg.preprocessing, info, train_offset=offset,
-                 num_train=num_train)
+                 num_train=num_train,
+                 test_factors=None if factors is None else _gather(factors, test_rows))
 
 
 def check_compatible(dataset: Dataset, data_kind: str, likelihood: str = "") -> None:

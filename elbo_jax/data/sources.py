@@ -24,7 +24,8 @@ from typing import Any, NamedTuple
 import ml_collections
 import numpy as np
 
-from elbo_jax.registry import ConfigError, Registry
+from elbo_jax.data import sprites
+from elbo_jax.registry import ConfigError, Registry, positive_int
 
 Raw = dict[str, Any]  # split name -> np.ndarray, or a TfdsSplit decoded on demand
 Reader = Callable[[ml_collections.ConfigDict], tuple[Raw, dict[str, Any]]]
@@ -64,6 +65,33 @@ def _read_digits(cfg: ml_collections.ConfigDict) -> tuple[Raw, dict[str, Any]]:
 
 
 DATASETS.register("digits")(Builtin("sklearn", _read_digits))
+
+
+# ----------------------------------------------------------------------------------------------
+# Procedural dSprites-like images with their factors (elbo_jax.data.sprites): offline, any size.
+
+
+def _read_sprites(cfg: ml_collections.ConfigDict) -> tuple[Raw, dict[str, Any]]:
+  """data.num_examples distinct factor combinations drawn with data.seed, rendered at
+  data.resolution, split 80 / 10 / 10; the factors ride along as extra["factors"]."""
+  positive_int("data.num_examples", cfg.num_examples)
+  if not isinstance(cfg.resolution, int) or cfg.resolution < 8:
+    raise ConfigError(f"data.resolution={cfg.resolution!r} must be an integer >= 8 (pixels)")
+  total = math.prod(sprites.FACTOR_SIZES)
+  if not 10 <= cfg.num_examples <= total:
+    raise ConfigError(f"data.num_examples={cfg.num_examples} must lie in [10, {total}] (the "
+                      "factor combinations of data.name='sprites')")
+  images, factors, sizes = sprites.generate(cfg.num_examples, cfg.seed, cfg.resolution)
+  n_train, n_test = int(0.8 * len(images)), len(images) // 10
+  cuts = {"train": slice(0, n_train), "validation": slice(n_train, len(images) - n_test),
+          "test": slice(len(images) - n_test, None)}
+  extra = {"factors": {k: factors[c] for k, c in cuts.items()},
+           "factor_names": list(sprites.FACTOR_NAMES), "factor_sizes": list(sizes),
+           "resolution": cfg.resolution}
+  return {k: images[c] for k, c in cuts.items()}, extra
+
+
+DATASETS.register("sprites")(Builtin("generated", _read_sprites))
 
 
 # ----------------------------------------------------------------------------------------------
