@@ -9,9 +9,10 @@ Fields of `config.data` (defaults in `default_config`; a field left out takes it
     "mnist", "fashion_mnist", "binarized_mnist" (the fixed Larochelle & Murray binarisation),
     "cifar10", "omniglot" (28x28, ink = 1), "celeb_a" (64x64 centre crop). With source "local"
     any name is accepted; it only labels the data in `Dataset.info` (the default "digits", which
-    names the scikit-learn set, is replaced there by the file's name).
+    names the scikit-learn set, is replaced there by the file's name). "sprites": procedural
+    dSprites-like images generated offline with their five factors (`elbo_jax.data.sprites`).
   source: "auto" ("local" when `path` is set, otherwise the name's own source), "tfds",
-    "sklearn" or "local".
+    "sklearn", "local" or "generated".
   path: for source "local": an mnist.pkl.gz-style pickle, a .npz file (keys train / test and
     optionally validation, or x_train / x_test / x_valid), a directory of MNIST IDX files, or a
     directory of Larochelle & Murray's binarized_mnist_{train,valid,test}.amat (the fixed
@@ -30,7 +31,10 @@ Fields of `config.data` (defaults in `default_config`; a field left out takes it
     e.g. 50k / 10k / 10k for mnist.pkl.gz; a source without a validation split, such as TFDS
     MNIST, gets `validation_size` held-out training images as for "burda").
   validation_size: images held out of the training pool as validation (see `split`).
-  seed: picks the held-out images and the static binarisation (two independent streams).
+  seed: picks the held-out images and the static binarisation (two independent streams), and
+    the factor combinations of generated data.
+  resolution, num_examples: generated data ("sprites") only: the image side in pixels and the
+    number of distinct factor combinations drawn, split 80 / 10 / 10.
 
 TFDS is read through its random-access data sources (`tfds.data_source`, array_record files)
 instead of `tfds.load`: reading then needs no TensorFlow, a much lighter install.
