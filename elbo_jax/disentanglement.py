@@ -252,8 +252,9 @@ def factor_vae_score(rng, sample_factors, observe, batch_size=64, num_train=1000
     ("dci_informativeness", "DCI informativeness (test)")))
 def test_set_scores(test: results.TestSet) -> dict:
   """The scores of the test set's posterior means against its factors, for data with known
-  factors (`Dataset.test_factors`); {} otherwise. SAP and DCI fit their predictors on the first
-  half of the test set and score them on the second."""
+  factors (`Dataset.test_factors`), with each latent's mutual information with each factor
+  ("factor_mutual_info", [D, K] nats, drawn as factor_mutual_info.png); {} otherwise. SAP and DCI
+  fit their predictors on the first half of the test set and score them on the second."""
   factors = test.dataset.test_factors
   if factors is None:
     return {}
@@ -264,6 +265,7 @@ def test_set_scores(test: results.TestSet) -> dict:
   fit, held_out = (codes[:half], factors[:half]), (codes[half:], factors[half:])
   scores = dci(*fit, *held_out, importance=test.config.eval.dci_importance)
   return {"mig": mig(codes, factors), "modularity": modularity(codes, factors),
+          "factor_mutual_info": mutual_info_matrix(codes, factors).tolist(),  # [D, K] nats
           "sap": sap(*fit, *held_out), "dci_disentanglement": scores["disentanglement"],
           "dci_completeness": scores["completeness"],
           "dci_informativeness": scores["informativeness_test"]}

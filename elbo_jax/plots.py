@@ -140,6 +140,24 @@ def training_curves(records: Sequence[dict], path, title=None):
   return save_figure(fig, path)
 
 
+def mutual_info_heatmap(matrix, factor_names: Sequence[str], path, title=None):
+  """Each latent's mutual information with each factor (as in Chen et al. 2018): matrix [D, K]
+  in nats, latents as rows, factors as columns, each cell annotated."""
+  matrix = np.asarray(matrix, np.float64)
+  d, k = matrix.shape
+  fig = Figure(figsize=(1.6 + 0.9 * k, 1.4 + 0.35 * d), dpi=_DPI, layout="constrained")
+  ax = fig.subplots()
+  image = ax.imshow(matrix, cmap="viridis", aspect="auto", vmin=0.0)
+  ax.set_xticks(range(k), factor_names, rotation=30, ha="right")
+  ax.set_yticks(range(d), [f"z{j}" for j in range(d)])
+  for (row, col), value in np.ndenumerate(matrix):
+    ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+            color="white" if value < 0.6 * matrix.max() else "black")
+  fig.colorbar(image, ax=ax, label="I(z_j; factor) [nats]")
+  ax.set_title(title or "mutual information of each latent with each factor", fontsize=9)
+  return save_figure(fig, path)
+
+
 def khat_histogram(khat, ess, num_samples: int, path, threshold: float = 0.7, title=None):
   """Histogram of the per-example Pareto k-hat of the importance weights (left; the dashed line is
   `threshold`, above which an example's estimate is not reliable) and of ESS / K (right).

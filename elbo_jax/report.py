@@ -35,6 +35,7 @@ from elbo_jax.version import __version__
 from elbo_jax.workdir import RESULTS_FILE, git_commit
 
 EVAL_DTYPE = "float32"
+TRAVERSAL_ROWS, TRAVERSAL_STEPS, TRAVERSAL_RANGE = 10, 9, (-2.5, 2.5)
 NUM_SAMPLES = 64  # prior samples in samples.png
 KHAT_FILE = "khat.png"
 # The evaluation's random streams (`eval_key`): fold_in(key(eval.seed), index). "metrics" is split
@@ -146,11 +147,30 @@ def write_figures(workdir, model, params, test, keys, progress_records):
       "training_curves": plots.training_curves(progress_records,
                                                os.path.join(workdir, "training_curves.png")),
   }
+  # A stream of its own beside the reconstructions' (exact posterior means need none).
+  paths["traversals"] = _traversals(workdir, model, params, test,
+                                    jax.random.fold_in(recon_key, 1))
   if model.latent_dim == 2:
     paths["latent_manifold"] = plots.latent_manifold(
         lambda z: decode_mean(model, params, z),
         os.path.join(workdir, "latent_manifold.png"), image_shape=tuple(test.shape[1:]))
   return {k: os.path.basename(v) for k, v in paths.items()}
+
+
+def _traversals(workdir, model, params, test, key) -> str:
+  """Latent traversals: each row sweeps one latent over TRAVERSAL_RANGE, the others fixed at the
+  first test image's posterior mean; the rows are the TRAVERSAL_ROWS latents whose posterior
+  means vary most over the first 100 test images (the active ones), most varied first."""
+  means = evaluation.posterior_means(model, params, test[:100], key,
+                                     batch_size=min(100, len(test)))  # [n, D]
+  order = np.argsort(-means.var(0))[:TRAVERSAL_ROWS]
+  values = np.linspace(*TRAVERSAL_RANGE, TRAVERSAL_STEPS, dtype=np.float32)
+  z = np.tile(means[0], (len(order), TRAVERSAL_STEPS, 1))  # [rows, steps, D]
+  z[np.arange(len(order)), :, order] = values
+  images = decode_mean(model, params, z.reshape(-1, means.shape[1]))
+  return plots.image_grid(images, os.path.join(workdir, "traversals.png"), nrow=TRAVERSAL_STEPS,
+                          title=f"latents {', '.join(map(str, order))} (rows) from "
+                                f"{TRAVERSAL_RANGE[0]:g} to {TRAVERSAL_RANGE[1]:g}")
 
 
 def evaluate_run(workdir, config, dataset, params, progress: bool = True, mesh=None,
@@ -179,6 +199,10 @@ def evaluate_run(workdir, config, dataset, params, progress: bool = True, mesh=N
   k = config.eval.num_samples
   figures = write_figures(workdir, model, params, test, figure_keys(config),
                           read_metrics(workdir))
+  if "factor_mutual_info" in test_results:
+    figures["factor_mutual_info"] = os.path.basename(plots.mutual_info_heatmap(
+        test_results["factor_mutual_info"], dataset.info["factor_names"],
+        os.path.join(workdir, "factor_mutual_info.png")))
   figures["khat"] = os.path.basename(plots.khat_histogram(
       ll["khat"], ll["ess"], k, os.path.join(workdir, KHAT_FILE), psis.KHAT_THRESHOLD,
       title=f"importance weights of the test log-likelihood, {len(test)} examples"))

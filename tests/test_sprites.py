@@ -176,3 +176,6 @@ def test_a_sprites_run_reports_disentanglement_scores_and_the_kl_terms(tmp_path)
   assert {"mutual_info", "total_correlation"} <= set(test)
   assert results["data"]["factor_names"] == list(sprites.FACTOR_NAMES)
   assert f"MIG: {test['mig']:.3f}" in results_lib.printed_lines(test)
+  assert np.asarray(test["factor_mutual_info"]).shape == (4, 5)  # [latents, factors]
+  for figure in ("factor_mutual_info", "traversals"):
+    assert (tmp_path / results["figures"][figure]).stat().st_size > 0
