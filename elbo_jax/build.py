@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+import elbo_jax.disentangling  # noqa: F401  (registers beta_tcvae and dip_vae)
 from elbo_jax import components, disentanglement, initialization, objectives
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
@@ -167,6 +168,7 @@ class Trainer:
     dynamic_binarization: whether each batch is binarised afresh.
     optimizer_config: the `optimizer` section; `optimizer(lr, wd)` builds the chain.
     init: `model.init`, the weights' scheme; output_bias: `model.output_bias`.
+    num_train: the training set's size (all processes), for objectives with a `batch_loss`.
   """
 
   model: Any
@@ -178,6 +180,7 @@ class Trainer:
   optimizer_config: Any
   init: str
   output_bias: str
+  num_train: int
 
   def optimizer(self, learning_rate=None, weight_decay=None):
     return make_optimizer(self.optimizer_config, self.steps_per_epoch, self.total_steps,
@@ -217,4 +220,5 @@ def build_trainer(configs: Sequence, dataset) -> Trainer:
   return Trainer(model=model, per_example=per_example, steps_per_epoch=steps_per_epoch,
                  total_steps=steps_per_epoch * config.training.num_epochs, free_bits=free_bits,
                  dynamic_binarization=dataset.dynamic, optimizer_config=config.optimizer,
-                 init=config.model.init, output_bias=config.model.output_bias)
+                 init=config.model.init, output_bias=config.model.output_bias,
+                 num_train=dataset.num_train)

@@ -67,7 +67,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.posterior.hidden = 200          # iaf only: MADE hidden units
 
   c.objective = ml_collections.ConfigDict()
-  c.objective.name = "elbo"         # elbo | beta_elbo | iwae | miwae | ciwae | piwae
+  # elbo | beta_elbo | iwae | miwae | ciwae | piwae | beta_tcvae | dip_vae (elbo_jax.disentangling)
+  c.objective.name = "elbo"
   c.objective.num_samples = 1       # S for the ELBO, K for IWAE (and per group for MIWAE, PIWAE)
   c.objective.num_averages = 1      # miwae, piwae only: M, the number of groups of K samples
   c.objective.ciwae_beta = 0.5      # ciwae only: the ELBO's weight in beta*ELBO + (1-beta)*IWAE
@@ -76,6 +77,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.objective.beta = 1.0
   c.objective.warmup_epochs = 0     # KL warm-up: beta rises linearly from 0 over this many epochs
   c.objective.free_bits = 0.0       # nats per latent dimension (batch-averaged); 0 = off
+  c.objective.tc_weight = 1.0       # beta_tcvae only: the weight on the total correlation
+  c.objective.dip_type = "i"        # dip_vae only: i (Cov of the means) | ii (Cov of q(z))
+  c.objective.lambda_od = 10.0      # dip_vae only: weight on Cov's off-diagonal entries squared
+  c.objective.lambda_d = 100.0      # dip_vae only: weight on (Cov's diagonal - 1) squared
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"         # adam | adamw | sgd | adagrad | adam_normgrad

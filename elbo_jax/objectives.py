@@ -53,6 +53,11 @@ def register(name: str, traced: Sequence[str] = ()):
   of one vectorised program may differ in; the training step passes each as a traced scalar
   keyword argument, f(params, x, key, beta, **traced), and `build.vectorizable_fields` adds
   "objective.<option>" to the fields a group may differ in.
+
+  A per-example function may carry `batch_loss(terms, dataset_size, **traced) -> scalar`: a
+  penalty on the batch as a whole (e.g. the total correlation of the batch's posteriors), added
+  to the mean per-example loss by `reduce_loss`; terms: the vmapped terms [B, ...];
+  dataset_size: the number of training examples the batch was drawn from.
   """
   def add(constructor):
     constructor.traced = tuple(traced)
@@ -79,8 +84,9 @@ def assemble(model, likelihood=None, prior=None, posterior=None):
   return model.clone(**given) if given else model
 
 
-def _check_kl_mode(model, kl: str) -> bool:
-  """Returns whether the analytic KL is used."""
+def uses_analytic_kl(model, kl: str) -> bool:
+  """Whether objective.kl=`kl` takes the KL in closed form for `model` (a ConfigError where it
+  asks for a closed form the model does not have)."""
   one_of("objective.kl", kl, KL_MODES)
   if kl == "analytic" and not model.has_analytic_kl:
     raise ConfigError(
@@ -103,33 +109,40 @@ def elbo(model, *, likelihood=None, prior=None, posterior=None, num_samples: int
   """
   model = assemble(model, likelihood, prior, posterior)
   positive_int("objective.num_samples", num_samples)
-  analytic = _check_kl_mode(model, kl)
+  analytic = uses_analytic_kl(model, kl)
 
   def terms_fn(m, x, key, beta):
-    q = m.encode(x)
-    z, log_q = m.sample_posterior(q, key, num_samples)  # [S, D], [S]
-    log_px_given_z = m.likelihood_log_prob(z, x).mean()
-    out = {}
-    if analytic:
-      kl_value, kl_per_dim = m.kl_analytic(q)
-      if kl_per_dim is not None:
-        out["kl_per_dim"] = kl_per_dim
-    else:
-      kl_value = (log_q - m.prior_log_prob(z)).mean()
-    elbo_value = log_px_given_z - kl_value
-    return out | {
-        "bound": elbo_value,
-        "elbo": elbo_value,
-        "log_px_given_z": log_px_given_z,
-        "kl": kl_value,
-        "loss": -(log_px_given_z - beta * kl_value),
-    }
+    return elbo_terms(m, x, key, beta, num_samples, analytic)[0]
 
   def per_example(params, x, key, beta=beta):
     return model.apply(params, x, xla.fast_key(key), beta, method=terms_fn)
 
   per_example.model = model
   return per_example
+
+
+def elbo_terms(m, x, key, beta, num_samples: int, analytic: bool) -> tuple[dict, dict, jax.Array]:
+  """The ELBO's named terms for one example x, inside `model.apply`, with the posterior's
+  parameters q and its S draws z: [S, D] (objectives that also penalise the batch's posteriors,
+  `elbo_jax.disentangling`, read them). analytic: the closed-form KL (`uses_analytic_kl`)."""
+  q = m.encode(x)
+  z, log_q = m.sample_posterior(q, key, num_samples)  # [S, D], [S]
+  log_px_given_z = m.likelihood_log_prob(z, x).mean()
+  out = {}
+  if analytic:
+    kl_value, kl_per_dim = m.kl_analytic(q)
+    if kl_per_dim is not None:
+      out["kl_per_dim"] = kl_per_dim
+  else:
+    kl_value = (log_q - m.prior_log_prob(z)).mean()
+  elbo_value = log_px_given_z - kl_value
+  return out | {
+      "bound": elbo_value,
+      "elbo": elbo_value,
+      "log_px_given_z": log_px_given_z,
+      "kl": kl_value,
+      "loss": -(log_px_given_z - beta * kl_value),
+  }, q, z
 
 
 @register("beta_elbo")
@@ -348,20 +361,23 @@ def batched(per_example: PerExample, checked: bool = False) -> PerExample:
   return likelihoods.checked(vmapped) if checked else xla.jit(vmapped)
 
 
-def reduce_loss(terms: dict, beta=1.0, free_bits=0.0):
-  """The batch loss from per-example terms (leading batch axis): the mean of `loss`.
+def reduce_loss(terms: dict, beta=1.0, free_bits=0.0, batch_loss=None):
+  """The batch loss from per-example terms (leading batch axis): the mean of `loss`, plus
+  `batch_loss(terms)` for an objective that also penalises the batch as a whole (its per-example
+  function's `batch_loss`, see `register`).
 
   With free bits (Kingma et al. 2016) each latent dimension's batch-averaged KL counts as at least
   `free_bits` nats, so the optimiser gains nothing by pushing a dimension's KL below it.
   `free_bits` may be traced (one value per vectorised replica): a replica whose value is 0 then
   gets exactly the plain loss, value and gradient.
   """
+  extra = 0.0 if batch_loss is None else batch_loss(terms)
   if isinstance(free_bits, (int, float)) and not free_bits:
-    return terms["loss"].mean()
+    return terms["loss"].mean() + extra
   check_free_bits(terms)
   kl = jnp.maximum(terms["kl_per_dim"].mean(0), free_bits).sum()
   return jnp.where(free_bits > 0, -terms["log_px_given_z"].mean() + beta * kl,
-                   terms["loss"].mean())
+                   terms["loss"].mean()) + extra
 
 
 def check_free_bits(terms) -> None:

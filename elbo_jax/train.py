@@ -145,6 +145,7 @@ def make_train_step(trainer: Trainer, mesh):
   # The objective's traced options are keyword arguments, which vmap would map: one per replica.
   vmapped = jax.vmap(lambda params, x, key, beta, options: trainer.per_example(
       params, x, key, beta, **options), in_axes=(None, 0, 0, None, None))
+  penalty = getattr(trainer.per_example, "batch_loss", None)  # on the whole batch, if any
 
   def train_step(state, batch, key, hp):
     batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
@@ -158,7 +159,9 @@ def make_train_step(trainer: Trainer, mesh):
 
     def loss_fn(params):
       terms = vmapped(params, batch, keys, beta, hp["objective"])
-      return objectives.reduce_loss(terms, beta, free_bits), terms
+      batch_loss = None if penalty is None else functools.partial(
+          penalty, dataset_size=trainer.num_train, **hp["objective"])
+      return objectives.reduce_loss(terms, beta, free_bits, batch_loss), terms
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grad_norm = optax.global_norm(grads)

@@ -1,0 +1,93 @@
+"""beta-TCVAE and DIP-VAE: the ELBO's terms per example, and batch penalties equal to independent
+numpy computations of the minibatch-stratified total correlation and of the DIP covariances."""
+
+import jax
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from elbo_jax import build, objectives
+from elbo_jax import data as data_lib
+from elbo_jax.registry import ConfigError
+from tests.conftest import tiny_config
+
+B = 16
+
+
+@pytest.fixture(scope="module")
+def setup():
+  config = tiny_config()
+  dataset = data_lib.load(config.data)
+  model = build.build_model(config, dataset)
+  x = dataset.train[:B]
+  params = model.init(jax.random.key(0), x[0], jax.random.key(1))
+  keys = jax.random.split(jax.random.key(2), B)
+  return config, model, params, x, keys
+
+
+def _terms(setup, **objective):
+  _, model, params, x, keys = setup
+  config = tiny_config(**{f"objective.{k}": v for k, v in objective.items()})
+  per_example = objectives.from_config(model, config.objective)
+  traced = {k: v for k, v in objective.items() if k in objectives.traced_options(objective["name"])}
+  vmapped = jax.vmap(lambda x, k: per_example(params, x, k, 1.0, **traced))
+  return per_example, jax.tree.map(np.asarray, vmapped(x, keys)), traced
+
+
+def _numpy_mss_total_correlation(z, means, log_scales, n):
+  """Chen et al.'s minibatch-stratified estimate of TC(q(z)), in float64 numpy."""
+  z, means, log_scales = (np.asarray(a, np.float64) for a in (z, means, log_scales))
+  m = len(z)
+  pair = (-0.5 * np.log(2 * np.pi) - log_scales[None]
+          - 0.5 * ((z[:, None] - means[None]) / np.exp(log_scales[None])) ** 2)  # [i, k, D]
+  log_w = np.full((m, m), np.log(n - 1) - np.log(n * (m - 1)))
+  np.fill_diagonal(log_w, -np.log(n))
+  log_qz = logsumexp(pair.sum(-1) + log_w, axis=1)
+  log_qz_dims = logsumexp(pair + log_w[..., None], axis=1)
+  return np.mean(log_qz - log_qz_dims.sum(-1))
+
+
+def test_beta_tcvae_is_the_elbo_plus_its_weight_minus_one_times_the_batch_tc(setup):
+  _, elbo_terms, _ = _terms(setup, name="elbo")
+  per_example, terms, traced = _terms(setup, name="beta_tcvae", tc_weight=4.0)
+  for name in ("elbo", "log_px_given_z", "kl", "loss"):
+    np.testing.assert_allclose(terms[name], elbo_terms[name], rtol=1e-6)
+  n = 1400
+  penalty = per_example.batch_loss(terms, dataset_size=n, **traced)
+  tc = _numpy_mss_total_correlation(terms["z"], terms["q_mean"], terms["q_log_scale"], n)
+  np.testing.assert_allclose(penalty, 3.0 * tc, rtol=1e-4, atol=1e-5)
+  # tc_weight = 1 is the plain ELBO's loss.
+  plain = objectives.reduce_loss(terms, batch_loss=lambda t: per_example.batch_loss(
+      t, dataset_size=n, tc_weight=1.0))
+  np.testing.assert_allclose(plain, elbo_terms["loss"].mean(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dip_type", ["i", "ii"])
+def test_dip_vae_penalises_the_covariance_of_the_means_or_of_q(setup, dip_type):
+  per_example, terms, traced = _terms(setup, name="dip_vae", dip_type=dip_type, lambda_od=2.0,
+                                      lambda_d=5.0)
+  means = terms["q_mean"].astype(np.float64)
+  cov = np.cov(means.T, bias=True)
+  if dip_type == "ii":
+    cov += np.diag(np.exp(2.0 * terms["q_log_scale"].astype(np.float64)).mean(0))
+  off = cov - np.diag(np.diag(cov))
+  expected = 2.0 * np.sum(off**2) + 5.0 * np.sum((np.diag(cov) - 1.0) ** 2)
+  np.testing.assert_allclose(per_example.batch_loss(terms, dataset_size=1400, **traced),
+                             expected, rtol=1e-4)
+
+
+def test_their_strengths_vary_per_replica_and_other_posteriors_are_refused():
+  a, b = tiny_config(**{"objective.name": "beta_tcvae", "objective.tc_weight": 2.0}), None
+  b = tiny_config(**{"objective.name": "beta_tcvae", "objective.tc_weight": 6.0})
+  assert "objective.tc_weight" in build.vectorizable_fields(a)
+  build.check_group([a, b])
+  dip = tiny_config(**{"objective.name": "dip_vae"})
+  assert {"objective.lambda_od", "objective.lambda_d"} <= set(build.vectorizable_fields(dip))
+  dataset = data_lib.load(a.data)
+  with pytest.raises(ConfigError, match=r"objective.name='dip_vae' .* needs "
+                     r"posterior.name='diagonal_gaussian'"):
+    build.build_trainer([tiny_config(**{"objective.name": "dip_vae",
+                                         "posterior.name": "iaf"})], dataset)
+  with pytest.raises(ConfigError, match=r"objective.dip_type='iii' is not known"):
+    build.build_trainer([tiny_config(**{"objective.name": "dip_vae",
+                                         "objective.dip_type": "iii"})], dataset)
