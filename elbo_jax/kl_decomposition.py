@@ -181,6 +181,12 @@ def minibatch_terms(z, means, log_scales, dataset_size, method="mss",
 
 # --- On a trained run's test set (results.json's "test" section) -------------------------------
 
+@functools.lru_cache(maxsize=8)
+def _encode_fn(model):
+  # One function object per model, so evaluating many runs of one model compiles once.
+  return lambda params, x, key: model.apply(params, x, method="encode")
+
+
 @results.register("total_correlation", label="TC(q(z))", bars=True, also=(
     ("mutual_info", "I_q(x; z)"), ("dimwise_kl", "dimension-wise KL"),
     ("kl_aggregate", "KL(q(z) || p(z))")))
@@ -194,9 +200,8 @@ def test_set_terms(test: results.TestSet) -> dict:
           and isinstance(getattr(model, "posterior", None), posteriors.DiagonalGaussian)
           and model.prior.is_gaussian):
     return {}
-  q = evaluation.map_dataset(lambda p, x, k: model.apply(p, x, method="encode"), test.params,
-                             test.x, test.key, batch_size=test.config.eval.batch_size,
-                             mesh=test.mesh)
+  q = evaluation.map_dataset(_encode_fn(model), test.params, test.x, test.key,
+                             batch_size=test.config.eval.batch_size, mesh=test.mesh)
   if isinstance(model.prior, priors.StandardNormal):
     per_dim = standard_normal_per_dim  # a module-level function: one compilation for every run
   else:
