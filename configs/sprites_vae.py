@@ -35,6 +35,7 @@ def get_config(arg=None):
     c.eval.num_test = 100
     c.eval.elbo_samples = 2
     c.eval.dci_importance = "logistic"
+    c.eval.factor_vae_points = 100
   elif arg is not None:
     raise ValueError(f"configs/sprites_vae.py: unknown variant {arg!r}; allowed: smoke")
   return lock(c)

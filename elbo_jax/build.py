@@ -80,6 +80,8 @@ def check_config(config) -> None:
     non_negative(field, config[section][key])
   non_negative_int("training.early_stopping_patience", config.training.early_stopping_patience,
                    "epochs; 0 = off")
+  non_negative_int("eval.factor_vae_points", config.eval.factor_vae_points,
+                   "voting points; 0 = off")
   positive("optimizer.learning_rate", config.optimizer.learning_rate)
   one_of("training.on_nonfinite", config.training.on_nonfinite, NONFINITE_POLICIES)
   one_of("accelerator.platform", config.accelerator.platform, PLATFORMS)

@@ -126,6 +126,9 @@ def default_config() -> ml_collections.ConfigDict:
   # posterior means (elbo_jax.disentanglement); DCI's importances from gbt (gradient-boosted
   # trees, as Locatello et al.) or logistic (faster, linear).
   c.eval.dci_importance = "gbt"
+  # Generated factor data: the FactorVAE score (Kim & Mnih 2018) from this many voting points
+  # (half as many to score; batches of 64 newly rendered images each); 0 = off.
+  c.eval.factor_vae_points = 1000
 
   c.accelerator = ml_collections.ConfigDict()
   c.accelerator.platform = "auto"   # auto | cpu | gpu | tpu

@@ -17,6 +17,7 @@ at the end, reports them for every run on data with known factors.
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import scipy.stats
 from sklearn import ensemble, linear_model, metrics, preprocessing, svm
@@ -249,12 +250,14 @@ def factor_vae_score(rng, sample_factors, observe, batch_size=64, num_train=1000
 @results.register("mig", label="MIG", digits=3, also=(
     ("modularity", "modularity"), ("sap", "SAP"),
     ("dci_disentanglement", "DCI disentanglement"), ("dci_completeness", "DCI completeness"),
-    ("dci_informativeness", "DCI informativeness (test)")))
+    ("dci_informativeness", "DCI informativeness (test)"), ("factor_vae", "FactorVAE score")))
 def test_set_scores(test: results.TestSet) -> dict:
   """The scores of the test set's posterior means against its factors, for data with known
   factors (`Dataset.test_factors`), with each latent's mutual information with each factor
   ("factor_mutual_info", [D, K] nats, drawn as factor_mutual_info.png); {} otherwise. SAP and DCI
-  fit their predictors on the first half of the test set and score them on the second."""
+  fit their predictors on the first half of the test set and score them on the second. For
+  generated data (`Dataset.render`) the FactorVAE score observes newly rendered images
+  (`eval.factor_vae_points`; its variance estimate from 5 times as many)."""
   factors = test.dataset.test_factors
   if factors is None:
     return {}
@@ -264,7 +267,23 @@ def test_set_scores(test: results.TestSet) -> dict:
   half = len(codes) // 2
   fit, held_out = (codes[:half], factors[:half]), (codes[half:], factors[half:])
   scores = dci(*fit, *held_out, importance=test.config.eval.dci_importance)
-  return {"mig": mig(codes, factors), "modularity": modularity(codes, factors),
+  out = {}
+  points = test.config.eval.factor_vae_points
+  if test.dataset.render is not None and points:
+    sizes = test.dataset.info["factor_sizes"]
+
+    def sample_factors(rng, n):
+      return np.stack([rng.integers(0, size, n) for size in sizes], -1)
+
+    def observe(f):
+      return evaluation.posterior_means(test.model, test.params, test.dataset.render(f),
+                                        test.key, batch_size=500, mesh=test.mesh)
+
+    seed = np.random.default_rng(np.asarray(jax.random.key_data(test.key)))
+    out["factor_vae"] = factor_vae_score(
+        seed, sample_factors, observe, num_train=points, num_eval=max(points // 2, 1),
+        num_variance_estimate=5 * points)["eval_accuracy"]
+  return out | {"mig": mig(codes, factors), "modularity": modularity(codes, factors),
           "factor_mutual_info": mutual_info_matrix(codes, factors).tolist(),  # [D, K] nats
           "sap": sap(*fit, *held_out), "dci_disentanglement": scores["disentanglement"],
           "dci_completeness": scores["completeness"],

@@ -149,6 +149,7 @@ def test_the_sprites_data_set_keeps_each_test_images_factors():
   assert (len(dataset.train), len(dataset.validation), len(dataset.test)) == (400, 50, 50)
   assert dataset.test_factors.shape == (50, 5)
   np.testing.assert_array_equal(dataset.test, sprites.render(dataset.test_factors, 16))
+  np.testing.assert_array_equal(dataset.render(dataset.test_factors[:3]), dataset.test[:3])
   assert dataset.info["factor_names"] == list(sprites.FACTOR_NAMES)
   assert dataset.info["factor_sizes"] == list(sprites.FACTOR_SIZES)
   # Without replacement: no combination of factors is in two splits.
@@ -171,7 +172,7 @@ def test_a_sprites_run_reports_disentanglement_scores_and_the_kl_terms(tmp_path)
   results = train_and_evaluate(sprites_vae.get_config("smoke"), str(tmp_path))
   test = results["test"]
   for name in ("mig", "modularity", "sap", "dci_disentanglement", "dci_completeness",
-               "dci_informativeness"):
+               "dci_informativeness", "factor_vae"):
     assert 0 <= test[name] <= 1, name
   assert {"mutual_info", "total_correlation"} <= set(test)
   assert results["data"]["factor_names"] == list(sprites.FACTOR_NAMES)

@@ -117,6 +117,8 @@ class Dataset:
       MNIST numbers differ by ~2 nats.
     test_factors: [len(test), K] integer factors of the test images, for data generated from known
       factors (sprites); None otherwise.
+    render: for generated data, factors [n, K] -> images [n, H, W, C] as stored (what the
+      intervention scores of `elbo_jax.disentanglement` observe); None otherwise.
   """
 
   train: np.ndarray
@@ -127,6 +129,7 @@ class Dataset:
   train_offset: int = 0
   num_train: int = -1  # -1: len(train)
   test_factors: np.ndarray | None = None
+  render: Callable[[np.ndarray], np.ndarray] | None = None
 
   def __post_init__(self):
     if self.num_train < 0:
@@ -353,6 +356,7 @@ def load(config_data: ml_collections.ConfigDict,
   split = SPLITS.get(cfg.split)
   source, raw, extra = _read(cfg)
   factors = extra.pop("factors", None)  # {source split: [N, K]}, kept beside the images
+  render = extra.pop("render", None)
   if len({x.shape[1:] for x in raw.values()}) > 1:
     shapes = ", ".join(f"{k} {x.shape[1:]}" for k, x in raw.items())
     raise ConfigError(f"data.path={cfg.path!r}: the splits' image shapes differ ({shapes})")
@@ -385,7 +389,10 @@ def load(config_data: ml_collections.ConfigDict,
   )
   return Dataset(train, validation, test, cfg.preprocessing, info, train_offset=offset,
                  num_train=num_train,
-                 test_factors=None if factors is None else _gather(factors, test_rows))
+                 test_factors=None if factors is None else _gather(factors, test_rows),
+                 # A fixed stream for static binarisation: generated images are binary already.
+                 render=None if render is None else
+                 lambda f: preprocess(render(f), np.random.default_rng(0)))
 
 
 def check_compatible(dataset: Dataset, data_kind: str, likelihood: str = "") -> None:

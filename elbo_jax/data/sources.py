@@ -9,6 +9,7 @@ naming the config field to change. Nothing here writes files, except TFDS itself
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import math
@@ -87,7 +88,8 @@ def _read_sprites(cfg: ml_collections.ConfigDict) -> tuple[Raw, dict[str, Any]]:
           "test": slice(len(images) - n_test, None)}
   extra = {"factors": {k: factors[c] for k, c in cuts.items()},
            "factor_names": list(sprites.FACTOR_NAMES), "factor_sizes": list(sizes),
-           "resolution": cfg.resolution}
+           "resolution": cfg.resolution,
+           "render": functools.partial(sprites.render, resolution=cfg.resolution)}
   return {k: images[c] for k, c in cuts.items()}, extra
 
 
