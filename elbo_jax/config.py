@@ -67,7 +67,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.posterior.hidden = 200          # iaf only: MADE hidden units
 
   c.objective = ml_collections.ConfigDict()
-  # elbo | beta_elbo | iwae | miwae | ciwae | piwae | beta_tcvae | dip_vae (elbo_jax.disentangling)
+  # elbo | beta_elbo | iwae | miwae | ciwae | piwae; beta_tcvae | dip_vae | capacity_vae
+  # (elbo_jax.disentangling)
   c.objective.name = "elbo"
   c.objective.num_samples = 1       # S for the ELBO, K for IWAE (and per group for MIWAE, PIWAE)
   c.objective.num_averages = 1      # miwae, piwae only: M, the number of groups of K samples
@@ -81,6 +82,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.objective.dip_type = "i"        # dip_vae only: i (Cov of the means) | ii (Cov of q(z))
   c.objective.lambda_od = 10.0      # dip_vae only: weight on Cov's off-diagonal entries squared
   c.objective.lambda_d = 100.0      # dip_vae only: weight on (Cov's diagonal - 1) squared
+  c.objective.capacity_gamma = 1000.0  # capacity_vae only: weight on |KL - C|
+  c.objective.capacity_max = 25.0   # capacity_vae only: the capacity C at the end, nats
+  c.objective.capacity_epochs = 10.0  # capacity_vae only: epochs over which C rises from 0
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"         # adam | adamw | sgd | adagrad | adam_normgrad

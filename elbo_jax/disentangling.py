@@ -1,10 +1,13 @@
-"""Objectives that ask the latents to disentangle: beta-TCVAE and DIP-VAE.
+"""Objectives that ask the latents to disentangle: beta-TCVAE, DIP-VAE and the capacity-annealed
+beta-VAE.
 
-Both are the ELBO plus a penalty on the batch's aggregate posterior, which no single example
-sees, so each per-example function carries a `batch_loss` (`objectives.register`) that the
-training step adds to the mean per-example loss (`objectives.reduce_loss`). Their strengths are
-traced options: cells of an ablation that differ only in them train as one vectorised program.
-Both need a diagonal-Gaussian posterior (they read its means and log-scales).
+beta-TCVAE and DIP-VAE are the ELBO plus a penalty on the batch's aggregate posterior, which no
+single example sees, so their per-example functions carry a `batch_loss` (`objectives.register`)
+that the training step adds to the mean per-example loss (`objectives.reduce_loss`); both need a
+diagonal-Gaussian posterior (they read its means and log-scales). The capacity-annealed beta-VAE
+follows a schedule, so its per-example function takes the training progress `epoch`. Their
+strengths are traced options: cells of an ablation that differ only in them train as one
+vectorised program.
 
   beta_tcvae  Chen et al. 2018: -ELBO + (tc_weight - 1) TC, with TC the total correlation of q(z)
               estimated on the batch by minibatch-stratified sampling
@@ -14,6 +17,8 @@ Both need a diagonal-Gaussian posterior (they read its means and log-scales).
   dip_vae     Kumar et al. 2018: -ELBO + lambda_od sum_{i != j} C_ij^2
               + lambda_d sum_i (C_ii - 1)^2, C the covariance over the batch of the posterior
               means (dip_type 'i') or of q(z) itself, Cov[mean] + E[diag(scale^2)] ('ii').
+  capacity_vae  Burgess et al. 2018: -E_q log p(x|z) + capacity_gamma |KL - C|, the capacity C
+              rising linearly from 0 to capacity_max nats over capacity_epochs.
 """
 
 from __future__ import annotations
@@ -86,4 +91,30 @@ def dip_vae(model, *, num_samples: int = 1, kl: str = "auto", dip_type: str = "i
     return lambda_od * off_diagonal + lambda_d * jnp.sum(jnp.square(diagonal - 1.0))
 
   per_example.batch_loss = batch_loss
+  return per_example
+
+
+@objectives.register("capacity_vae", traced=("capacity_gamma", "capacity_max"))
+def capacity_vae(model, *, num_samples: int = 1, kl: str = "auto", capacity_gamma: float = 1000.0,
+                 capacity_max: float = 25.0, capacity_epochs: float = 10.0):
+  """The capacity-annealed beta-VAE (Burgess et al. 2018: gamma = 1000, C up to 25 nats).
+
+  Its loss ignores the trainer's KL weight (objective.beta): the capacity replaces it. Called
+  without `epoch` (evaluation, the gradient SNR), C is capacity_max, the end of the schedule."""
+  if capacity_epochs < 0:
+    raise ConfigError(f"objective.capacity_epochs={capacity_epochs!r} must be >= 0 (epochs; 0: C "
+                      "is capacity_max from the start)")
+  elbo = objectives.elbo(model, num_samples=num_samples, kl=kl)
+
+  def per_example(params, x, key, beta=1.0, epoch=None, capacity_gamma=capacity_gamma,
+                  capacity_max=capacity_max):
+    terms = elbo(params, x, key)
+    progress = 1.0 if epoch is None or not capacity_epochs else jnp.minimum(
+        1.0, epoch / capacity_epochs)
+    capacity = capacity_max * progress
+    return terms | {"loss": -terms["log_px_given_z"]
+                            + capacity_gamma * jnp.abs(terms["kl"] - capacity)}
+
+  per_example.model = elbo.model
+  per_example.takes_epoch = True
   return per_example

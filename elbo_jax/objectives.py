@@ -57,7 +57,9 @@ def register(name: str, traced: Sequence[str] = ()):
   A per-example function may carry `batch_loss(terms, dataset_size, **traced) -> scalar`: a
   penalty on the batch as a whole (e.g. the total correlation of the batch's posteriors), added
   to the mean per-example loss by `reduce_loss`; terms: the vmapped terms [B, ...];
-  dataset_size: the number of training examples the batch was drawn from.
+  dataset_size: the number of training examples the batch was drawn from. One with
+  `takes_epoch = True` also gets `epoch=`, the training progress in epochs (a traced float), from
+  the training step, for weights that follow a schedule.
   """
   def add(constructor):
     constructor.traced = tuple(traced)

@@ -157,8 +157,12 @@ def make_train_step(trainer: Trainer, mesh):
     beta = objectives.kl_weight(state.step, hp["beta"], hp["warmup_steps"])
     free_bits = hp["free_bits"] if trainer.free_bits else 0.0
 
+    options = hp["objective"]
+    if getattr(trainer.per_example, "takes_epoch", False):
+      options = options | {"epoch": state.step / trainer.steps_per_epoch}
+
     def loss_fn(params):
-      terms = vmapped(params, batch, keys, beta, hp["objective"])
+      terms = vmapped(params, batch, keys, beta, options)
       batch_loss = None if penalty is None else functools.partial(
           penalty, dataset_size=trainer.num_train, **hp["objective"])
       return objectives.reduce_loss(terms, beta, free_bits, batch_loss), terms

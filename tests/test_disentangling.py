@@ -10,7 +10,7 @@ import pytest
 from scipy.special import logsumexp
 
 from configs.ablations import disentanglement
-from elbo_jax import ablation_plots, build, objectives, sweep
+from elbo_jax import ablation_plots, build, objectives, sweep, train
 from elbo_jax import data as data_lib
 from elbo_jax.ablation_plots import disentangling as disentangling_plots
 from elbo_jax.registry import ConfigError
@@ -135,3 +135,27 @@ def test_the_smoke_ablation_tabulates_and_draws_the_scores(tmp_path):
           if line.startswith("| beta_")}
   assert rows["beta_vae-1"] == rows["beta_tcvae-1"]
   assert (tmp_path / "disentanglement_vs_strength.png").stat().st_size > 0
+
+
+def test_the_capacity_vae_pulls_the_kl_towards_a_capacity_that_rises_with_the_epoch(setup):
+  _, elbo_terms, _ = _terms(setup, name="elbo")
+  _, model, params, x, keys = setup
+  per_example = objectives.from_config(model, tiny_config(**{
+      "objective.name": "capacity_vae", "objective.capacity_epochs": 4.0}).objective)
+  assert per_example.takes_epoch
+  recon, kl = elbo_terms["log_px_given_z"], elbo_terms["kl"]
+  for epoch, capacity in ((0.0, 0.0), (1.0, 5.0), (4.0, 20.0), (9.0, 20.0), (None, 20.0)):
+    terms = jax.vmap(lambda x, k, e=epoch: per_example(params, x, k, epoch=e, capacity_gamma=3.0,
+                                                       capacity_max=20.0))(x, keys)
+    np.testing.assert_allclose(terms["loss"], -recon + 3.0 * np.abs(kl - capacity), rtol=1e-5)
+    np.testing.assert_allclose(terms["elbo"], elbo_terms["elbo"], rtol=1e-6)
+
+
+def test_a_capacity_run_holds_the_kl_near_its_capacity(tmp_path):
+  kls = []
+  for capacity in (0.3, 3.0):  # this model's ELBO alone ends at a KL of about 1.3
+    config = tiny_config(**{"objective.name": "capacity_vae", "objective.capacity_max": capacity,
+                            "objective.capacity_gamma": 10.0, "objective.capacity_epochs": 1.0,
+                            "training.num_epochs": 2})
+    kls.append(train.train_and_evaluate(config, str(tmp_path / str(capacity)))["test"]["kl"])
+  assert kls[0] < 0.8 and 2.0 < kls[1] < 4.0, kls
