@@ -74,7 +74,9 @@ def trees_close(a, b, rtol=1e-4, atol=1e-5):
              for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize("name", MODELS)
+# The VampPrior model (8 s) runs with the slow tests.
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n == "vamp_mlp" else n for n in MODELS])
 def test_split_params_puts_what_q_reads_on_one_side_and_what_p_reads_on_the_other(name):
   vae, params, x = MODELS[name]()
   inference, generative = split_params(vae, params)

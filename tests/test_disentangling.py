@@ -151,6 +151,7 @@ def test_the_capacity_vae_pulls_the_kl_towards_a_capacity_that_rises_with_the_ep
     np.testing.assert_allclose(terms["elbo"], elbo_terms["elbo"], rtol=1e-6)
 
 
+@pytest.mark.slow  # two training runs; the loss per epoch is checked in the default suite above
 def test_a_capacity_run_holds_the_kl_near_its_capacity(tmp_path):
   kls = []
   for capacity in (0.3, 3.0):  # this model's ELBO alone ends at a KL of about 1.3

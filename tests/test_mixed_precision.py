@@ -30,18 +30,21 @@ def runs(tmp_path_factory):
   return out
 
 
+@pytest.mark.slow  # the two trained runs of `runs` (10 s); the step and evaluation dtypes stay
 def test_a_bfloat16_run_ends_within_half_a_nat_of_the_float32_run(runs):
   elbo32 = runs["float32"][1]["test"]["elbo"]
   elbo16 = runs["bfloat16"][1]["test"]["elbo"]
   assert abs(elbo16 - elbo32) < 0.5, (elbo16, elbo32)
 
 
+@pytest.mark.slow  # the two trained runs of `runs` (10 s); the step and evaluation dtypes stay
 def test_results_record_a_float32_evaluation_of_a_bfloat16_run(runs):
   test = runs["bfloat16"][1]["test"]
   assert test["log_likelihood_dtype"] == "float32" and test["compute_dtype"] == "bfloat16"
   assert runs["float32"][1]["test"]["compute_dtype"] == "float32"
 
 
+@pytest.mark.slow  # the two trained runs of `runs` (10 s); the step and evaluation dtypes stay
 def test_a_bfloat16_run_keeps_float32_parameters_and_optimizer_state(runs):
   workdir = runs["bfloat16"][0]
   manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))

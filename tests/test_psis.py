@@ -44,7 +44,10 @@ def _reference(log_w: np.ndarray) -> tuple[float, float]:
   return float(khat), float(w.sum()**2 / np.square(w).sum())
 
 
-@pytest.mark.parametrize("draw", ["normal_sd1", "normal_sd3", "student_t2", "small_k100"])
+# Two of the four draws (5 s each) run with the slow tests.
+@pytest.mark.parametrize("draw", ["normal_sd1", "normal_sd3",
+                                  pytest.param("student_t2", marks=pytest.mark.slow),
+                                  pytest.param("small_k100", marks=pytest.mark.slow)])
 def test_khat_and_ess_equal_arviz_and_numpy(draw):
   rng = np.random.default_rng(0)
   log_w = {"normal_sd1": lambda: rng.normal(size=5000),

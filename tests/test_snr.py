@@ -184,6 +184,7 @@ def test_the_halves_estimate_is_exactly_unbiased_for_gaussian_draws():
   assert plain.mean() - 0.09 > 10 * plain.std() / np.sqrt(len(plain))
 
 
+@pytest.mark.slow  # 9 s; psis.diagnose's own tests stay in the default suite
 def test_the_sweeps_weight_diagnostics_give_ess_k_at_the_true_posterior_and_no_khat_below_25(
     lg_setup):
   """With q = p(z|x) every importance weight equals p(x): ESS = K exactly; an imperfect q has

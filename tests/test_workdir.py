@@ -54,6 +54,7 @@ def test_a_refused_config_writes_nothing_to_its_workdir(tmp_path, override):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # two script runs (8 s); the refusals themselves stay in the default suite
 def test_the_corrected_command_trains_in_the_workdir_of_a_refused_one(tmp_path):
   run = str(tmp_path / "run")
   out = subprocess.run(train_command(run, 1, "--config.training.batch_size=100000"), cwd=REPO,

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from elbo_jax import xla
 
@@ -47,6 +48,7 @@ def _draws(key):
   }
 
 
+@pytest.mark.slow  # 6 s
 def test_the_unrolled_threefry_draws_the_bits_of_jaxs_non_partitionable_threefry():
   def reference(key):
     with jax.threefry_partitionable(False):
