@@ -37,6 +37,7 @@ class Model(NamedTuple):
   A: jax.Array
   b: jax.Array
   mu: jax.Array
+  has_posterior_density = True  # q is Gaussian: STL and DReG may evaluate it at any z
 
   def encode(self, x):
     return {"mean": self.A @ x + self.b}
