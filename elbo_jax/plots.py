@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -209,7 +210,9 @@ def _save_grid(grid, path, title):
   """Saves a tiled image at an integer upscale (crisp pixels), with an optional title strip."""
   h, w, c = grid.shape
   scale = max(1, _GRID_PIXELS // max(h, w))
-  title_px = 30 if title else 0
+  if title:  # wrapped to the figure's width (about 6 pixels a character at 9 points)
+    title = textwrap.fill(title, max(20, w * scale // 6))
+  title_px = 16 + 14 * (title.count("\n") + 1) if title else 0
   fig_h = h * scale + title_px
   fig = Figure(figsize=(w * scale / _DPI, fig_h / _DPI), dpi=_DPI)
   ax = fig.add_axes((0, 0, 1, h * scale / fig_h))
