@@ -23,7 +23,6 @@ import scipy.stats
 from sklearn import ensemble, linear_model, metrics, preprocessing, svm
 
 from elbo_jax import evaluation, results
-from elbo_jax.registry import one_of
 
 _OBSERVE_ROWS = 8192  # rows per observe() call in the intervention scores
 
@@ -60,7 +59,11 @@ def mig(codes, factors, num_bins=20):
   For each factor k: (largest - second-largest I(code_d; factor_k) over d) / H(factor_k), codes
   discretised into num_bins histogram bins; the mean over factors. Needs D >= 2.
   """
-  mi = mutual_info_matrix(codes, factors, num_bins)
+  return _mig(mutual_info_matrix(codes, factors, num_bins), factors)
+
+
+def _mig(mi, factors):
+  """MIG from the mutual information matrix mi [D, K] of codes with factors [N, K]."""
   if mi.shape[0] < 2:
     raise ValueError(f"codes must have at least 2 dimensions for MIG; got {mi.shape[0]}")
   entropy = np.array([metrics.mutual_info_score(f, f) for f in np.asarray(factors).T])
@@ -74,7 +77,12 @@ def modularity(codes, factors, num_bins=20):
   Per code d, with m_k = I(code_d; factor_k)^2 and k* its argmax:
   1 - sum_{k != k*} m_k / (m_k* (K - 1)), and 0 for a code with no information; mean over codes.
   """
-  squared = np.square(mutual_info_matrix(codes, factors, num_bins))
+  return _modularity(mutual_info_matrix(codes, factors, num_bins))
+
+
+def _modularity(mi):
+  """Modularity from the mutual information matrix mi [D, K] of codes with factors."""
+  squared = np.square(mi)
   best = squared.max(axis=1)
   with np.errstate(divide="ignore", invalid="ignore"):
     score = 1.0 - (squared.sum(axis=1) - best) / (best * (squared.shape[1] - 1))
@@ -261,7 +269,6 @@ def test_set_scores(test: results.TestSet) -> dict:
   factors = test.dataset.test_factors
   if factors is None:
     return {}
-  one_of("eval.dci_importance", test.config.eval.dci_importance, tuple(IMPORTANCES))
   codes = evaluation.posterior_means(test.model, test.params, test.x, test.key,
                                      batch_size=test.config.eval.batch_size, mesh=test.mesh)
   half = len(codes) // 2
@@ -283,8 +290,9 @@ def test_set_scores(test: results.TestSet) -> dict:
     out["factor_vae"] = factor_vae_score(
         seed, sample_factors, observe, num_train=points, num_eval=max(points // 2, 1),
         num_variance_estimate=5 * points)["eval_accuracy"]
-  return out | {"mig": mig(codes, factors), "modularity": modularity(codes, factors),
-          "factor_mutual_info": mutual_info_matrix(codes, factors).tolist(),  # [D, K] nats
+  mi = mutual_info_matrix(codes, factors)  # [D, K] nats, read by MIG and modularity alike
+  return out | {"mig": _mig(mi, factors), "modularity": _modularity(mi),
+          "factor_mutual_info": mi.tolist(),
           "sap": sap(*fit, *held_out), "dci_disentanglement": scores["disentanglement"],
           "dci_completeness": scores["completeness"],
           "dci_informativeness": scores["informativeness_test"]}

@@ -8,20 +8,19 @@ import os
 import numpy as np
 from matplotlib.figure import Figure
 
+from elbo_jax import objectives
 from elbo_jax.ablation_plots.base import cells, register, values
 from elbo_jax.plots import save_figure
 from elbo_jax.results import METRICS
 
-# The field that sets each method's strength.
-STRENGTH = {"beta_elbo": "objective.beta", "elbo": "objective.beta",
-            "beta_tcvae": "objective.tc_weight", "dip_vae": "objective.lambda_od"}
-
 
 def method_and_strength(cell, base) -> tuple[str, float]:
-  """A cell's method (its objective's name) and the value of that method's strength field."""
+  """A cell's method (its objective's name) and its strength: the objective's first traced
+  option (beta_tcvae's tc_weight, dip_vae's lambda_od), or the KL weight beta for an objective
+  without one (the beta-VAE)."""
   method = cell.overrides.get("objective.name", base.objective.name)
-  field = STRENGTH.get(method, "objective.beta")
-  return method, float(cell.overrides.get(field, base.objective[field.split(".")[1]]))
+  option = (*objectives.traced_options(method), "beta")[0]
+  return method, float(cell.overrides.get(f"objective.{option}", base.objective[option]))
 
 
 def variance_shares(groups: dict[tuple[str, float], np.ndarray]) -> dict[str, float]:
