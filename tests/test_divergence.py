@@ -16,6 +16,7 @@ def _checkpoint_steps(workdir):
   return sorted(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit())
 
 
+@pytest.mark.slow  # 6.5 s (a script run); the in-process divergence stops stay in the default suite
 def test_a_learning_rate_of_1e6_stops_the_script_with_one_line_and_no_checkpoint(tmp_path):
   out = subprocess.run(train_command(tmp_path, 3, "--config.optimizer.learning_rate=1e6"),
                        cwd=REPO, capture_output=True, text=True, check=False)

@@ -13,6 +13,7 @@ from elbo_jax import gaussian_toy, sweep
 from elbo_jax.registry import ConfigError
 
 
+@pytest.mark.slow  # 7 s; the toy's other exact checks stay in the default suite
 def test_at_the_optimum_q_has_the_exact_posterior_mean_and_the_elbo_gradient_in_mu_is_known():
   """p(z | x) = N((x + mu) / 2, I / 2): at A = I / 2, b = mu / 2 the reparameterised ELBO (K = 1)
   gradient in b has mean 0, and in mu its mean is E_q[z] - mu = (x - mu) / 2."""

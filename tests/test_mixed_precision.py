@@ -93,6 +93,7 @@ def test_an_unknown_compute_dtype_is_a_one_line_error_listing_the_allowed_values
                               "float32, bfloat16")
 
 
+@pytest.mark.slow  # 8 s; test_sweep keeps a workdir older than a field in the default suite
 def test_a_workdir_written_before_compute_dtype_existed_resumes_and_evaluates_as_float32(tmp_path):
   config = tiny_config(**{"training.num_epochs": 1})
   train.train_and_evaluate(config, str(tmp_path))

@@ -71,6 +71,7 @@ def _exact_batch_elbo(vae, params, batch, s):
   return jax.vmap(one)(batch).mean()
 
 
+@pytest.mark.slow  # 8 s; the SNR-against-K checks stay in the default suite
 def test_mean_gradient_is_the_exact_elbo_gradient_within_monte_carlo_error(lg_setup):
   vae, params, batch, s = lg_setup
   num_draws = 2000

@@ -165,6 +165,7 @@ def test_adding_a_cell_trains_only_that_cell(tmp_path):
   assert "| big |" in (tmp_path / "table.md").read_text()
 
 
+@pytest.mark.slow  # 9 s; test_workdir keeps refusing a different config in the default suite
 def test_a_workdir_holding_a_different_ablation_is_refused(tmp_path):
   workdir = str(tmp_path)
   sweep.run(_ablation(seeds=(0,)), workdir)

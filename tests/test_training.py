@@ -178,6 +178,7 @@ def test_a_nonfinite_loss_stops_the_run_naming_the_step_and_term(tmp_path):
   assert not [n for n in os.listdir(tmp_path / "checkpoints") if n.isdigit()]
 
 
+@pytest.mark.slow  # 8 s; stopping on a non-finite loss stays in the default suite
 def test_nonfinite_steps_can_be_skipped_instead(tmp_path):
   train_and_evaluate(_nan_config("skip"), str(tmp_path))
   records = io.read_jsonl(tmp_path / "metrics.jsonl")
