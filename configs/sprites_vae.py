@@ -36,6 +36,7 @@ def get_config(arg=None):
     c.eval.elbo_samples = 2
     c.eval.dci_importance = "logistic"
     c.eval.factor_vae_points = 100
+    c.eval.beta_vae_points = 100
   elif arg is not None:
     raise ValueError(f"configs/sprites_vae.py: unknown variant {arg!r}; allowed: smoke")
   return lock(c)

@@ -82,6 +82,7 @@ def check_config(config) -> None:
                    "epochs; 0 = off")
   non_negative_int("eval.factor_vae_points", config.eval.factor_vae_points,
                    "voting points; 0 = off")
+  non_negative_int("eval.beta_vae_points", config.eval.beta_vae_points, "points; 0 = off")
   positive("optimizer.learning_rate", config.optimizer.learning_rate)
   one_of("training.on_nonfinite", config.training.on_nonfinite, NONFINITE_POLICIES)
   one_of("accelerator.platform", config.accelerator.platform, PLATFORMS)

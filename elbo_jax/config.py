@@ -133,6 +133,9 @@ def default_config() -> ml_collections.ConfigDict:
   # Generated factor data: the FactorVAE score (Kim & Mnih 2018) from this many voting points
   # (half as many to score; batches of 64 newly rendered images each); 0 = off.
   c.eval.factor_vae_points = 1000
+  # ... and the BetaVAE score (Higgins et al. 2017) from this many points (batches of 64 pairs of
+  # images sharing one factor); 0 = off.
+  c.eval.beta_vae_points = 1000
 
   c.accelerator = ml_collections.ConfigDict()
   c.accelerator.platform = "auto"   # auto | cpu | gpu | tpu

@@ -258,14 +258,16 @@ def factor_vae_score(rng, sample_factors, observe, batch_size=64, num_train=1000
 @results.register("mig", label="MIG", digits=3, also=(
     ("modularity", "modularity"), ("sap", "SAP"),
     ("dci_disentanglement", "DCI disentanglement"), ("dci_completeness", "DCI completeness"),
-    ("dci_informativeness", "DCI informativeness (test)"), ("factor_vae", "FactorVAE score")))
+    ("dci_informativeness", "DCI informativeness (test)"), ("factor_vae", "FactorVAE score"),
+    ("beta_vae", "BetaVAE score")))
 def test_set_scores(test: results.TestSet) -> dict:
   """The scores of the test set's posterior means against its factors, for data with known
   factors (`Dataset.test_factors`), with each latent's mutual information with each factor
   ("factor_mutual_info", [D, K] nats, drawn as factor_mutual_info.png); {} otherwise. SAP and DCI
   fit their predictors on the first half of the test set and score them on the second. For
-  generated data (`Dataset.render`) the FactorVAE score observes newly rendered images
-  (`eval.factor_vae_points`; its variance estimate from 5 times as many)."""
+  generated data (`Dataset.render`) the FactorVAE and BetaVAE scores observe newly rendered
+  images (`eval.factor_vae_points`, the FactorVAE variance estimate from 5 times as many;
+  `eval.beta_vae_points`), each scored on half as many fresh points."""
   factors = test.dataset.test_factors
   if factors is None:
     return {}
@@ -274,25 +276,37 @@ def test_set_scores(test: results.TestSet) -> dict:
   half = len(codes) // 2
   fit, held_out = (codes[:half], factors[:half]), (codes[half:], factors[half:])
   scores = dci(*fit, *held_out, importance=test.config.eval.dci_importance)
+  mi = mutual_info_matrix(codes, factors)  # [D, K] nats, read by MIG and modularity alike
+  out = {"mig": _mig(mi, factors), "modularity": _modularity(mi),
+         "factor_mutual_info": mi.tolist(), "sap": sap(*fit, *held_out),
+         "dci_disentanglement": scores["disentanglement"],
+         "dci_completeness": scores["completeness"],
+         "dci_informativeness": scores["informativeness_test"]}
+  if test.dataset.render is not None:
+    out |= _intervention_scores(test)
+  return out
+
+
+def _intervention_scores(test: results.TestSet) -> dict:
+  """The FactorVAE and BetaVAE scores (eval accuracies) on newly rendered interventions."""
+  sizes = test.dataset.info["factor_sizes"]
+
+  def sample_factors(rng, n):
+    return np.stack([rng.integers(0, size, n) for size in sizes], -1)
+
+  def observe(f):
+    return evaluation.posterior_means(test.model, test.params, test.dataset.render(f),
+                                      test.key, batch_size=500, mesh=test.mesh)
+
+  seed = np.random.default_rng(np.asarray(jax.random.key_data(test.key)))
   out = {}
   points = test.config.eval.factor_vae_points
-  if test.dataset.render is not None and points:
-    sizes = test.dataset.info["factor_sizes"]
-
-    def sample_factors(rng, n):
-      return np.stack([rng.integers(0, size, n) for size in sizes], -1)
-
-    def observe(f):
-      return evaluation.posterior_means(test.model, test.params, test.dataset.render(f),
-                                        test.key, batch_size=500, mesh=test.mesh)
-
-    seed = np.random.default_rng(np.asarray(jax.random.key_data(test.key)))
+  if points:
     out["factor_vae"] = factor_vae_score(
         seed, sample_factors, observe, num_train=points, num_eval=max(points // 2, 1),
         num_variance_estimate=5 * points)["eval_accuracy"]
-  mi = mutual_info_matrix(codes, factors)  # [D, K] nats, read by MIG and modularity alike
-  return out | {"mig": _mig(mi, factors), "modularity": _modularity(mi),
-          "factor_mutual_info": mi.tolist(),
-          "sap": sap(*fit, *held_out), "dci_disentanglement": scores["disentanglement"],
-          "dci_completeness": scores["completeness"],
-          "dci_informativeness": scores["informativeness_test"]}
+  points = test.config.eval.beta_vae_points
+  if points:
+    out["beta_vae"] = beta_vae_score(seed, sample_factors, observe, num_train=points,
+                                     num_eval=max(points // 2, 1))["eval_accuracy"]
+  return out

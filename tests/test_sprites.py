@@ -172,7 +172,7 @@ def test_a_sprites_run_reports_disentanglement_scores_and_the_kl_terms(tmp_path)
   results = train_and_evaluate(sprites_vae.get_config("smoke"), str(tmp_path))
   test = results["test"]
   for name in ("mig", "modularity", "sap", "dci_disentanglement", "dci_completeness",
-               "dci_informativeness", "factor_vae"):
+               "dci_informativeness", "factor_vae", "beta_vae"):
     assert 0 <= test[name] <= 1, name
   assert {"mutual_info", "total_correlation"} <= set(test)
   assert results["data"]["factor_names"] == list(sprites.FACTOR_NAMES)
