@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-import elbo_jax.disentangling  # noqa: F401  (registers beta_tcvae and dip_vae)
+import elbo_jax.disentangling  # noqa: F401  (registers beta_tcvae, factor_vae, ...)
 from elbo_jax import components, disentanglement, initialization, objectives
 from elbo_jax import config as config_lib
 from elbo_jax import data as data_lib
@@ -184,6 +184,11 @@ class Trainer:
   init: str
   output_bias: str
   num_train: int
+
+  @property
+  def critic(self) -> objectives.Critic | None:
+    """The objective's critic (`objectives.Critic`), if it trains one."""
+    return getattr(self.per_example, "critic", None)
 
   def optimizer(self, learning_rate=None, weight_decay=None):
     return make_optimizer(self.optimizer_config, self.steps_per_epoch, self.total_steps,

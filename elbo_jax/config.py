@@ -67,8 +67,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.posterior.hidden = 200          # iaf only: MADE hidden units
 
   c.objective = ml_collections.ConfigDict()
-  # elbo | beta_elbo | iwae | miwae | ciwae | piwae; beta_tcvae | dip_vae | capacity_vae
-  # (elbo_jax.disentangling)
+  # elbo | beta_elbo | iwae | miwae | ciwae | piwae; beta_tcvae | factor_vae | dip_vae |
+  # capacity_vae (elbo_jax.disentangling)
   c.objective.name = "elbo"
   c.objective.num_samples = 1       # S for the ELBO, K for IWAE (and per group for MIWAE, PIWAE)
   c.objective.num_averages = 1      # miwae, piwae only: M, the number of groups of K samples
@@ -79,6 +79,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.objective.warmup_epochs = 0     # KL warm-up: beta rises linearly from 0 over this many epochs
   c.objective.free_bits = 0.0       # nats per latent dimension (batch-averaged); 0 = off
   c.objective.tc_weight = 1.0       # beta_tcvae only: the weight on the total correlation
+  c.objective.factor_gamma = 10.0   # factor_vae only: the weight on the discriminator's TC
+  c.objective.critic_hidden = (1000,) * 6  # factor_vae only: the discriminator's layer widths
+  c.objective.critic_learning_rate = 1e-4  # factor_vae only: its Adam (beta1 0.5, beta2 0.9)
   c.objective.dip_type = "i"        # dip_vae only: i (Cov of the means) | ii (Cov of q(z))
   c.objective.lambda_od = 10.0      # dip_vae only: weight on Cov's off-diagonal entries squared
   c.objective.lambda_d = 100.0      # dip_vae only: weight on (Cov's diagonal - 1) squared

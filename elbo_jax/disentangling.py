@@ -1,10 +1,11 @@
-"""Objectives that ask the latents to disentangle: beta-TCVAE, DIP-VAE and the capacity-annealed
-beta-VAE.
+"""Objectives that ask the latents to disentangle: beta-TCVAE, FactorVAE, DIP-VAE and the
+capacity-annealed beta-VAE.
 
-beta-TCVAE and DIP-VAE are the ELBO plus a penalty on the batch's aggregate posterior, which no
-single example sees, so their per-example functions carry a `batch_loss` (`objectives.register`)
-that the training step adds to the mean per-example loss (`objectives.reduce_loss`); both need a
-diagonal-Gaussian posterior (they read its means and log-scales). The capacity-annealed beta-VAE
+beta-TCVAE, FactorVAE and DIP-VAE are the ELBO plus a penalty on the batch's aggregate posterior,
+which no single example sees, so their per-example functions carry a `batch_loss`
+(`objectives.register`) that the training step adds to the mean per-example loss
+(`objectives.reduce_loss`); they need a diagonal-Gaussian posterior (they read its means,
+log-scales and draws). FactorVAE also trains a discriminator, an `objectives.Critic`. The capacity-annealed beta-VAE
 follows a schedule, so its per-example function takes the training progress `epoch`. Their
 strengths are traced options: cells of an ablation that differ only in them train as one
 vectorised program.
@@ -14,6 +15,11 @@ vectorised program.
               (`kl_decomposition.minibatch_terms`). Since the KL term is I_q(x; z) + TC +
               dimension-wise KL, this weighs TC by tc_weight and the other two by 1 (their
               alpha = gamma = 1), with the KL taken in closed form where it exists.
+  factor_vae  Kim & Mnih 2018: -ELBO + factor_gamma TC, with TC estimated by the density-ratio
+              trick: a discriminator D learns to tell draws of q(z) (the batch's z) from draws of
+              prod_j q(z_j) (each dimension of the batch's z permuted on its own), and
+              TC ~ mean log D(z) / (1 - D(z)). As disentanglement_lib: one batch serves both
+              networks, the discriminator is 6 x 1000 leaky-ReLU units, Adam(1e-4, 0.5, 0.9).
   dip_vae     Kumar et al. 2018: -ELBO + lambda_od sum_{i != j} C_ij^2
               + lambda_d sum_i (C_ii - 1)^2, C the covariance over the batch of the posterior
               means (dip_type 'i') or of q(z) itself, Cov[mean] + E[diag(scale^2)] ('ii').
@@ -23,10 +29,15 @@ vectorised program.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import optax
 
 from elbo_jax import kl_decomposition, objectives, posteriors, xla
-from elbo_jax.registry import ConfigError, one_of, positive_int
+from elbo_jax.registry import ConfigError, one_of, positive, positive_int
 
 DIP_TYPES = ("i", "ii")
 
@@ -35,8 +46,8 @@ def _with_posterior(model, name: str, num_samples: int, kl: str):
   """The ELBO's per-example function whose terms also hold q's mean and log-scale and the first
   draw z (each [D]); it accepts and ignores the traced options."""
   if not isinstance(getattr(model, "posterior", None), posteriors.DiagonalGaussian):
-    raise ConfigError(f"objective.name={name!r} reads the batch's posterior means and scales: it "
-                      "needs posterior.name='diagonal_gaussian' and a one-layer model")
+    raise ConfigError(f"objective.name={name!r} reads the batch's posterior means, scales and "
+                      "draws: it needs posterior.name='diagonal_gaussian' and a one-layer model")
   positive_int("objective.num_samples", num_samples)
   analytic = objectives.uses_analytic_kl(model, kl)
 
@@ -64,6 +75,68 @@ def beta_tcvae(model, *, num_samples: int = 1, kl: str = "auto", tc_weight: floa
     return (tc_weight - 1.0) * tc.mean()
 
   per_example.batch_loss = batch_loss
+  return per_example
+
+
+class Discriminator(nn.Module):
+  """FactorVAE's discriminator: z [..., D] -> logits [..., 2] of (a draw of q(z), a draw of
+  prod_j q(z_j))."""
+
+  hidden: tuple[int, ...]
+
+  @nn.compact
+  def __call__(self, z):
+    for width in self.hidden:
+      z = nn.leaky_relu(nn.Dense(width)(z), 0.2)
+    return nn.Dense(2)(z)
+
+
+def permute_dims(key, z):
+  """z [B, D] with each column permuted across the batch on its own: draws of prod_j q(z_j)
+  when z's rows are draws of q(z) (Kim & Mnih 2018, Algorithm 1)."""
+  keys = jax.random.split(key, z.shape[1])
+  return jax.vmap(jax.random.permutation, in_axes=(0, 1), out_axes=1)(keys, z)
+
+
+def log_density_ratio(net: Discriminator, params, z):
+  """log D(z) / (1 - D(z)): z [B, D] -> [B]; at the optimal discriminator, log q(z) /
+  prod_j q(z_j), whose mean over draws of q(z) is the total correlation."""
+  logits = net.apply(params, z)
+  return logits[:, 0] - logits[:, 1]
+
+
+def discriminator_loss(net: Discriminator, params, z, key):
+  """Cross-entropy of telling z [B, D] (class 0) from `permute_dims(key, z)` (class 1)."""
+  joint = jax.nn.log_softmax(net.apply(params, z))[:, 0]
+  product = jax.nn.log_softmax(net.apply(params, permute_dims(key, z)))[:, 1]
+  return -0.5 * (joint.mean() + product.mean())
+
+
+@objectives.register("factor_vae", traced=("factor_gamma",))
+def factor_vae(model, *, num_samples: int = 1, kl: str = "auto", factor_gamma: float = 10.0,
+               critic_hidden: Sequence[int] = (1000,) * 6, critic_learning_rate: float = 1e-4):
+  """FactorVAE (Kim & Mnih 2018); factor_gamma is their gamma, the weight on the discriminator's
+  TC estimate beside the ELBO's own KL. critic_hidden, critic_learning_rate: the discriminator's
+  layer widths and its Adam's step size (beta1 = 0.5, beta2 = 0.9, as the paper)."""
+  if not critic_hidden or any(int(w) < 1 for w in critic_hidden):
+    raise ConfigError(f"objective.critic_hidden={tuple(critic_hidden)!r} must be a non-empty "
+                      "sequence of positive layer widths")
+  positive("objective.critic_learning_rate", critic_learning_rate)
+  per_example = _with_posterior(model, "factor_vae", num_samples, kl)
+  net = Discriminator(tuple(int(w) for w in critic_hidden))
+
+  def batch_loss(terms, dataset_size: int, critic_params, factor_gamma=factor_gamma):
+    del dataset_size  # the discriminator sees draws, not densities
+    ratio = log_density_ratio(net, jax.lax.stop_gradient(critic_params), terms["z"])
+    return factor_gamma * ratio.mean()
+
+  def critic_loss(params, terms, key):
+    return discriminator_loss(net, params, terms["z"], key)
+
+  per_example.batch_loss = batch_loss
+  per_example.critic = objectives.Critic(
+      init=lambda key: net.init(key, jnp.zeros((model.latent_dim,), jnp.float32)),
+      optimizer=optax.adam(critic_learning_rate, b1=0.5, b2=0.9), loss=critic_loss)
   return per_example
 
 

@@ -25,11 +25,13 @@ which act on the batch-averaged KL per dimension, are applied).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from elbo_jax import likelihoods, xla
 from elbo_jax.registry import ConfigError, Registry, one_of, positive_int, unit_interval
@@ -59,13 +61,35 @@ def register(name: str, traced: Sequence[str] = ()):
   to the mean per-example loss by `reduce_loss`; terms: the vmapped terms [B, ...];
   dataset_size: the number of training examples the batch was drawn from. One with
   `takes_epoch = True` also gets `epoch=`, the training progress in epochs (a traced float), from
-  the training step, for weights that follow a schedule.
+  the training step, for weights that follow a schedule. One with a `critic` (a `Critic`: a
+  network the objective trains beside the model, e.g. FactorVAE's discriminator) has the
+  critic's parameters in the train state and passes them to its `batch_loss` as
+  `critic_params=`.
   """
   def add(constructor):
     constructor.traced = tuple(traced)
     return OBJECTIVES.register(name)(constructor)
 
   return add
+
+
+@dataclasses.dataclass(frozen=True)
+class Critic:
+  """A network an objective trains beside the model, with an optimiser of its own.
+
+  The training step updates it once per step, after computing the model's gradient with the
+  critic's current parameters (both from the same batch, as disentanglement_lib's FactorVAE);
+  its parameters and optimiser state live in `train.TrainState.critic`, so checkpoints, resume
+  and vectorised replicas carry them like the model's.
+
+  init(key) -> params; optimizer: an optax transformation; loss(params, terms, key) -> scalar:
+  the critic's loss on the batch's per-example terms (leading batch axis), which it must treat
+  as constants.
+  """
+
+  init: Callable
+  optimizer: optax.GradientTransformation
+  loss: Callable
 
 
 def assemble(model, likelihood=None, prior=None, posterior=None):

@@ -56,7 +56,7 @@ from elbo_jax.workdir import (
 )
 
 # Terms checked for non-finite values, in the order they are reported.
-WATCHED_TERMS = ("log_px_given_z", "kl", "log_weights", "loss", "gradients")
+WATCHED_TERMS = ("log_px_given_z", "kl", "log_weights", "loss", "gradients", "critic_loss")
 
 
 class TrainingStopped(RuntimeError):
@@ -78,13 +78,15 @@ class DivergenceError(TrainingStopped):
 @flax.struct.dataclass
 class TrainState:
   """step: [], params, opt_state, num_skipped: [] int32, initial: {"bound", "grad_norm"} of the
-  first applied step (NaN before it), the reference for the divergence checks."""
+  first applied step (NaN before it), the reference for the divergence checks; critic: the
+  objective's critic's {"params", "opt_state"} (`objectives.Critic`), None without one."""
 
   step: jax.Array
   params: Any
   opt_state: Any
   num_skipped: jax.Array
   initial: dict
+  critic: Any = None
 
 
 def split_seed(seed: int) -> dict:
@@ -94,11 +96,12 @@ def split_seed(seed: int) -> dict:
 
 
 def create_train_state(model, optimizer, example, key, init: str = "default",
-                       output_bias=None) -> TrainState:
+                       output_bias=None, critic=None) -> TrainState:
   """Initialises parameters from one example x: [*data_shape] and the optimiser state.
 
   init: `model.init`, the weights' scheme (`elbo_jax.initialization`); output_bias: None (Flax's
-  zeros) or the decoder's output bias, [*data_shape] logits (`initialization.output_logits`).
+  zeros) or the decoder's output bias, [*data_shape] logits (`initialization.output_logits`);
+  critic: the objective's `objectives.Critic` (`Trainer.critic`), initialised from its own stream.
   """
   init_key, sample_key = jax.random.split(key)
   params = model.init(init_key, jnp.asarray(example, jnp.float32), sample_key)
@@ -106,10 +109,14 @@ def create_train_state(model, optimizer, example, key, init: str = "default",
   params = initialization.initialize(params, jax.random.fold_in(init_key, 1), init)
   if output_bias is not None:
     params = initialization.set_output_bias(model, params, output_bias)
+  critic_state = None
+  if critic is not None:
+    critic_params = critic.init(jax.random.fold_in(init_key, 2))
+    critic_state = {"params": critic_params, "opt_state": critic.optimizer.init(critic_params)}
   nan = jnp.full((), jnp.nan, jnp.float32)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=optimizer.init(params), num_skipped=jnp.zeros((), jnp.int32),
-                    initial={"bound": nan, "grad_norm": nan})
+                    initial={"bound": nan, "grad_norm": nan}, critic=critic_state)
 
 
 def hyperparameters(config, trainer: Trainer) -> dict:
@@ -126,12 +133,14 @@ def hyperparameters(config, trainer: Trainer) -> dict:
                         for name in objectives.traced_options(config.objective.name)}}
 
 
-def nonfinite_flags(terms: dict, grad_norm) -> jax.Array:
+def nonfinite_flags(terms: dict, grad_norm, critic_loss=None) -> jax.Array:
   """[len(WATCHED_TERMS)] booleans: which watched quantities hold a NaN or an infinity.
 
   The gradients are judged by their global norm, which is non-finite iff some entry is.
   """
   present = dict(terms, gradients=grad_norm)
+  if critic_loss is not None:
+    present["critic_loss"] = critic_loss
   return jnp.stack([~jnp.all(jnp.isfinite(present[name])) if name in present
                     else jnp.asarray(False) for name in WATCHED_TERMS])
 
@@ -146,6 +155,7 @@ def make_train_step(trainer: Trainer, mesh):
   vmapped = jax.vmap(lambda params, x, key, beta, options: trainer.per_example(
       params, x, key, beta, **options), in_axes=(None, 0, 0, None, None))
   penalty = getattr(trainer.per_example, "batch_loss", None)  # on the whole batch, if any
+  critic = trainer.critic
 
   def train_step(state, batch, key, hp):
     batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
@@ -161,19 +171,25 @@ def make_train_step(trainer: Trainer, mesh):
     if getattr(trainer.per_example, "takes_epoch", False):
       options = options | {"epoch": state.step / trainer.steps_per_epoch}
 
+    critic_kwargs = {} if critic is None else {"critic_params": state.critic["params"]}
+
     def loss_fn(params):
       terms = vmapped(params, batch, keys, beta, options)
       batch_loss = None if penalty is None else functools.partial(
-          penalty, dataset_size=trainer.num_train, **hp["objective"])
+          penalty, dataset_size=trainer.num_train, **critic_kwargs, **hp["objective"])
       return objectives.reduce_loss(terms, beta, free_bits, batch_loss), terms
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grad_norm = optax.global_norm(grads)
-    flags = nonfinite_flags(terms, grad_norm)
 
     optimizer = trainer.optimizer(hp["learning_rate"], hp["weight_decay"])
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     updated = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
+    critic_loss = None
+    if critic is not None:
+      updated, critic_loss = _critic_step(critic, updated, state.critic, terms,
+                                          jax.random.fold_in(key, 1))
+    flags = nonfinite_flags(terms, grad_norm, critic_loss)
     # A non-finite step leaves the state untouched; the caller stops or counts it as skipped. A
     # select fuses into the update, where lax.cond copied the whole state on CPU (~2% of a step).
     skip = jnp.any(flags)
@@ -189,9 +205,21 @@ def make_train_step(trainer: Trainer, mesh):
         "log_px_given_z": terms["log_px_given_z"].mean(), "kl": terms["kl"].mean(),
         "beta": beta, "grad_norm": grad_norm, "nonfinite": flags,
     }
+    if critic is not None:
+      metrics["critic_loss"] = critic_loss
     return new_state, metrics
 
   return train_step
+
+
+def _critic_step(critic, state: TrainState, critic_state: dict, terms: dict, key):
+  """`state` with the critic one optimiser step further on the batch's `terms`, and its loss."""
+  terms = jax.lax.stop_gradient(terms)
+  loss, grads = jax.value_and_grad(critic.loss)(critic_state["params"], terms, key)
+  updates, opt_state = critic.optimizer.update(grads, critic_state["opt_state"],
+                                               critic_state["params"])
+  params = optax.apply_updates(critic_state["params"], updates)
+  return state.replace(critic={"params": params, "opt_state": opt_state}), loss
 
 
 def make_train_chunk(trainer: Trainer, mesh, num_replicas: int, fast: bool = True):
@@ -416,7 +444,8 @@ def prepare_group(trainer: Trainer, mesh, dataset, configs: Sequence, start=None
                           out_shardings=replicated)(blocks, sizes)
   # Jitted: one compilation serves every replica (op by op, an MLP's init compiles ~40 times).
   init = jax.jit(functools.partial(create_train_state, trainer.model, trainer.optimizer(),
-                                   init=trainer.init), out_shardings=replicated)
+                                   init=trainer.init, critic=trainer.critic),
+                 out_shardings=replicated)
   states = [init(dataset.train[0], split_seed(c.seed)["init"], output_bias=output_bias)
             for c in configs]
   if start is not None:
@@ -634,7 +663,8 @@ def restore_run(workdir: str, config, dataset) -> tuple[Trainer, Any]:
   trainer = build_trainer([config], dataset)
   state = jax.eval_shape(lambda: create_train_state(trainer.model, trainer.optimizer(),
                                                     dataset.train[0],
-                                                    split_seed(config.seed)["init"]))
+                                                    split_seed(config.seed)["init"],
+                                                    critic=trainer.critic))
   tested = tested_parameters(workdir, config, trainer.steps_per_epoch)
   return trainer, restore_params(workdir, state, None if tested is None else tested["step"])
 

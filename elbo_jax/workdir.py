@@ -18,6 +18,7 @@ workdir/
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import importlib.metadata
 import os
@@ -275,7 +276,21 @@ def restore_step(manager, step: int, state):
       struct = jax.ShapeDtypeStruct(struct.shape, struct.dtype, sharding=first_device)
     return struct
 
-  return manager.restore(step, args=ocp.args.StandardRestore(jax.tree.map(abstract, state)))
+  target = jax.tree.map(abstract, state)
+  try:
+    return manager.restore(step, args=ocp.args.StandardRestore(target))
+  except ValueError:
+    # Written before the state gained a field that holds nothing here (TrainState.critic of an
+    # objective without a critic): restore the others; the empty ones keep `state`'s values.
+    if not dataclasses.is_dataclass(target):
+      raise
+    empty = [f.name for f in dataclasses.fields(target) if not jax.tree.leaves(getattr(target,
+                                                                                      f.name))]
+    if not empty:
+      raise
+    fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)
+              if f.name not in empty}
+    return state.replace(**manager.restore(step, args=ocp.args.StandardRestore(fields)))
 
 
 def restore_params(workdir: str, state, best_step: int | None = None):

@@ -238,3 +238,37 @@ def test_a_run_killed_while_holding_the_lock_leaves_the_workdir_free_to_resume(t
   after = io.read_jsonl(os.path.join(run, "metrics.jsonl"))
   # A resumed run keeps what was logged up to its checkpoint, wall-clock speeds included.
   assert after[:len(before)] == before and after[-1]["step"] == 60 * 14
+
+
+def test_a_checkpoint_written_before_the_critic_field_existed_restores_with_no_critic(tmp_path):
+  import flax.struct
+  import orbax.checkpoint as ocp
+
+  from elbo_jax.train import TrainState
+
+  @flax.struct.dataclass
+  class StateBeforeCritics:  # TrainState as checkpoints up to elbo_jax 0.2.0 hold it
+    step: jax.Array
+    params: dict
+    opt_state: tuple
+    num_skipped: jax.Array
+    initial: dict
+
+  fields = dict(step=np.int32(7), params={"w": np.arange(3.0, dtype=np.float32)},
+                opt_state=(np.ones(2, np.float32),), num_skipped=np.int32(1),
+                initial={"bound": np.float32(-3.0), "grad_norm": np.float32(2.0)})
+  as_arrays = lambda tree: jax.tree.map(jax.numpy.asarray, tree)
+  manager = ocp.CheckpointManager(tmp_path / "old")
+  manager.save(7, args=ocp.args.StandardSave(as_arrays(StateBeforeCritics(**fields))))
+  manager.wait_until_finished()
+  restored = workdir.restore_step(manager, 7, as_arrays(TrainState(**fields)))
+  assert restored.critic is None and int(restored.step) == 7
+  np.testing.assert_array_equal(restored.params["w"], fields["params"]["w"])
+  # A state with a critic restores it whole.
+  critic = {"params": {"k": np.full(4, 2.0, np.float32)}, "opt_state": (np.zeros(1, np.float32),)}
+  manager = ocp.CheckpointManager(tmp_path / "new")
+  manager.save(7, args=ocp.args.StandardSave(as_arrays(TrainState(**fields, critic=critic))))
+  manager.wait_until_finished()
+  restored = workdir.restore_step(manager, 7, as_arrays(TrainState(
+      **fields, critic=jax.tree.map(np.zeros_like, critic))))
+  np.testing.assert_array_equal(restored.critic["params"]["k"], critic["params"]["k"])

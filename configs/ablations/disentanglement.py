@@ -1,8 +1,9 @@
 r"""Disentangling objectives against their strength, over seeds (Higgins et al. 2017; Chen et al.
 2018; Kumar et al. 2018; Locatello et al. 2019).
 
-beta-VAE (the beta-ELBO), beta-TCVAE (tc_weight on the total correlation) and DIP-VAE-I (lambda_od,
-with lambda_d = 10 lambda_od as the paper) on procedural dSprites-like images with known factors
+beta-VAE (the beta-ELBO), beta-TCVAE (tc_weight on the total correlation), FactorVAE
+(factor_gamma on a discriminator's TC estimate) and DIP-VAE-I (lambda_od, with lambda_d =
+10 lambda_od as the paper) on procedural dSprites-like images with known factors
 (`elbo_jax.data.sprites`). Each method's cells differ only in traced scalars and the seed, so
 each method trains as ONE vectorised program. Every run reports MIG, SAP, modularity, DCI and the
 KL term taken apart; the figure draws each score against the strength with every seed's dot and
@@ -13,8 +14,9 @@ finding: the seed matters about as much as the method).
       --workdir=runs/disentanglement
 
 Variants: `smoke` (16 x 16 sprites, seconds per program; the tests), `short` (32 x 32 sprites,
-20,000 images, a 512-512 MLP with 10 latents, 8 epochs, 3 seeds: CPU scale; not yet run here),
-`full` (the default): `configs/sprites_vae.py`'s 1200-1200 MLP, 40,000 images, 20 epochs, 5 seeds.
+20,000 images, a 512-512 MLP with 10 latents, 8 epochs, 3 seeds, a 3 x 256 discriminator at the
+VAE's learning rate: CPU scale; docs/ablations.md), `full` (the default): `configs/sprites_vae.py`'s
+1200-1200 MLP, 40,000 images, 20 epochs, 5 seeds, the paper's 6 x 1000 discriminator.
 None is the papers' protocol (64 x 64 dSprites, 300k steps); there is no `paper` variant yet.
 """
 
@@ -22,14 +24,22 @@ from configs import sprites_vae
 from elbo_jax import sweep
 
 STRENGTHS = (1.0, 2.0, 4.0, 8.0, 16.0)
+FACTOR_GAMMAS = (5.0, 10.0, 20.0, 40.0, 100.0)  # Kim & Mnih's gamma; Locatello et al.: 10-100
+DIP_STRENGTHS = (1.0, 2.0, 5.0, 10.0, 20.0)
 
 
-def methods(strengths, dip_strengths) -> tuple:
-  """The method-and-strength axis: beta-VAE, beta-TCVAE and DIP-VAE-I cells."""
+def methods(strengths, factor_gammas, dip_strengths, critic_hidden=(1000,) * 6,
+            critic_learning_rate=1e-4) -> tuple:
+  """The method-and-strength axis: beta-VAE, beta-TCVAE, FactorVAE (its discriminator's widths
+  and learning rate given) and DIP-VAE-I cells."""
+  critic = {"objective.critic_hidden": critic_hidden,
+            "objective.critic_learning_rate": critic_learning_rate}
   cells = [(f"beta_vae-{s:g}", {"objective.name": "beta_elbo", "objective.beta": s})
            for s in strengths]
   cells += [(f"beta_tcvae-{s:g}", {"objective.name": "beta_tcvae", "objective.tc_weight": s})
             for s in strengths]
+  cells += [(f"factor_vae-{g:g}", {"objective.name": "factor_vae", "objective.factor_gamma": g,
+                                   **critic}) for g in factor_gammas]
   cells += [(f"dip_vae_i-{s:g}", {"objective.name": "dip_vae", "objective.lambda_od": s,
                                   "objective.lambda_d": 10.0 * s}) for s in dip_strengths]
   return sweep.axis("method", cells)
@@ -38,22 +48,23 @@ def methods(strengths, dip_strengths) -> tuple:
 def get_config(arg=None):
   c = sweep.default_config()
   c.name = "disentanglement"
-  c.description = ("beta-VAE, beta-TCVAE and DIP-VAE-I on sprites with known factors: "
-                   "disentanglement scores against each method's strength, over seeds.")
+  c.description = ("beta-VAE, beta-TCVAE, FactorVAE and DIP-VAE-I on sprites with known "
+                   "factors: disentanglement scores against each method's strength, over seeds.")
   c.metrics = ("mig", "dci_disentanglement", "sap", "total_correlation", "elbo")
   c.figures = ("disentanglement_vs_strength", "metric_bars")
   c.vectorize = "auto"
   if arg == "smoke":
     c.base_config = "configs/sprites_vae.py:smoke"
     c.base = sprites_vae.get_config("smoke")
-    c.axes = (methods((1.0, 4.0), (1.0, 10.0)),)
+    c.axes = (methods((1.0, 4.0), (5.0, 40.0), (1.0, 10.0), (32, 32), 1e-3),)
     c.seeds = (0, 1)
   elif arg in ("short", "full", None):
     c.base_config = "configs/sprites_vae.py"
     c.base = sprites_vae.get_config()
-    c.axes = (methods(STRENGTHS, (1.0, 2.0, 5.0, 10.0, 20.0)),)
+    c.axes = (methods(STRENGTHS, FACTOR_GAMMAS, DIP_STRENGTHS),)
     c.seeds = (0, 1, 2, 3, 4)
     if arg == "short":
+      c.axes = (methods(STRENGTHS, FACTOR_GAMMAS, DIP_STRENGTHS, (256, 256, 256), 1e-3),)
       with c.base.unlocked():
         c.base.data.num_examples = 20000
         c.base.model.hidden = (512, 512)
