@@ -5,10 +5,10 @@ beta-TCVAE, FactorVAE and DIP-VAE are the ELBO plus a penalty on the batch's agg
 which no single example sees, so their per-example functions carry a `batch_loss`
 (`objectives.register`) that the training step adds to the mean per-example loss
 (`objectives.reduce_loss`); they need a diagonal-Gaussian posterior (they read its means,
-log-scales and draws). FactorVAE also trains a discriminator, an `objectives.Critic`. The capacity-annealed beta-VAE
-follows a schedule, so its per-example function takes the training progress `epoch`. Their
-strengths are traced options: cells of an ablation that differ only in them train as one
-vectorised program.
+log-scales and draws). FactorVAE also trains a discriminator, an `objectives.Critic`. The
+capacity-annealed beta-VAE follows a schedule, so its per-example function takes the training
+progress `epoch`. Their strengths are traced options: cells of an ablation that differ only in
+them train as one vectorised program.
 
   beta_tcvae  Chen et al. 2018: -ELBO + (tc_weight - 1) TC, with TC the total correlation of q(z)
               estimated on the batch by minibatch-stratified sampling
