@@ -293,3 +293,19 @@ def test_a_capacity_run_holds_the_kl_near_its_capacity(tmp_path):
                             "training.num_epochs": 2})
     kls.append(train.train_and_evaluate(config, str(tmp_path / str(capacity)))["test"]["kl"])
   assert kls[0] < 0.8 and 2.0 < kls[1] < 4.0, kls
+
+
+@pytest.mark.slow  # three training runs; the step and the group check are in the default suite
+def test_factor_vae_replicas_of_one_program_end_as_their_standalone_runs(tmp_path):
+  configs = [tiny_config(**{"objective.name": "factor_vae", "objective.critic_hidden": (16,),
+                            "objective.factor_gamma": g, "seed": s, "training.num_epochs": 2})
+             for g, s in ((5.0, 0), (40.0, 1))]
+  grouped = train.train_group(configs, [str(tmp_path / f"group{i}") for i in range(2)])
+  alone = train.train_and_evaluate(configs[1], str(tmp_path / "alone"))
+  states = [ocp.CheckpointManager(tmp_path / d / "checkpoints") for d in ("group1", "alone")]
+  states = [m.restore(m.latest_step(), args=ocp.args.StandardRestore()) for m in states]
+  for a, b in zip(jax.tree.leaves(states[0]["critic"]), jax.tree.leaves(states[1]["critic"]),
+                  strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  for key in ("elbo", "kl", "total_correlation"):
+    assert grouped[1]["test"][key] == pytest.approx(alone["test"][key], rel=1e-5, abs=1e-5)
