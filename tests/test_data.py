@@ -284,12 +284,14 @@ def test_missing_tfds_data_fails_fast_and_names_local_option(tmp_path):
   assert not data_dir.exists()  # nothing half-written
 
 
-def _prepare_fake_tfds(data_dir, class_name, version, splits):
+def _prepare_fake_tfds(data_dir, class_name, version, splits, labels=None):
   """Writes a prepared array_record TFDS data set whose splits hold the given uint8 images.
 
   The images go in as PNG bytes, which TFDS stores without TensorFlow; the class name sets the
   data set's name (CelebA -> celeb_a), so the real builder of that name finds the files.
+  labels: {feature: (num_classes, {split: [N] ints})}, ClassLabel features beside the images.
   """
+  labels = labels or {}
   tfds = pytest.importorskip("tensorflow_datasets")
   from PIL import Image
 
@@ -300,11 +302,12 @@ def _prepare_fake_tfds(data_dir, class_name, version, splits):
 
   def info(self):
     features = {"image": tfds.features.Image(shape=next(iter(splits.values())).shape[1:])}
+    features |= {k: tfds.features.ClassLabel(num_classes=n) for k, (n, _) in labels.items()}
     return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
 
   def generate(self, split):
     for i, x in enumerate(splits[split]):
-      yield i, {"image": png(x)}
+      yield i, {"image": png(x)} | {k: int(v[split][i]) for k, (_, v) in labels.items()}
 
   with tfds.core.registered.skip_registration():
     builder = type(class_name, (tfds.core.GeneratorBasedBuilder,), {
@@ -340,6 +343,57 @@ def test_tfds_binarized_mnist_is_kept_as_fixed_binarisation(tmp_path):
                               preprocessing="static_binarization"))
   assert dataset.info["binarization"].startswith("fixed")
   assert _multiset(dataset.validation) == _multiset(bits["validation"].astype(np.float32))
+
+
+@pytest.mark.parametrize("class_name, name, channels, on", [("Dsprites", "dsprites", 1, 1),
+                                                           ("Shapes3d", "shapes3d", 3, 255)])
+def test_tfds_factor_data_keeps_its_factors_and_shows_any_combination(tmp_path, class_name, name,
+                                                                       channels, on):
+  from elbo_jax.data.sources import DATASETS
+  # A small complete grid of factors (the real sets hold every combination once, too); each
+  # image spells its factors' flat index in binary along its first row.
+  keys = {"dsprites": ("label_shape", "label_scale", "label_orientation", "label_x_position",
+                       "label_y_position"),
+          "shapes3d": ("label_floor_hue", "label_wall_hue", "label_object_hue", "label_scale",
+                       "label_shape", "label_orientation")}[name]
+  sizes = (2, 3, 1, 2, 2, 1)[:len(keys)]
+  grid = np.stack(np.unravel_index(np.arange(np.prod(sizes)), sizes), -1)
+  order = np.random.default_rng(0).permutation(len(grid))  # stored in no particular order
+
+  def spell(factors):
+    flat = np.ravel_multi_index(np.asarray(factors).T, sizes)
+    images = np.zeros((len(flat), 8, 8, channels), np.uint8)
+    images[:, 0, :6] = ((flat[:, None] >> np.arange(6)) & 1)[..., None] * on
+    return images
+
+  _prepare_fake_tfds(tmp_path, class_name, "2.0.0", {"train": spell(grid[order])},
+                     {k: (n, {"train": grid[order, i]}) for i, (k, n) in enumerate(zip(keys,
+                                                                                    sizes))})
+  dataset = data.load(_config(name=name, data_dir=str(tmp_path), preprocessing="float",
+                              validation_size=3, test_size=5))
+  assert DATASETS.get(name).source == "tfds"
+  assert dataset.info["sizes"] == {"train": 16, "validation": 3, "test": 5}
+  assert dataset.info["factor_sizes"] == list(sizes) and len(dataset.info["factor_names"]) == len(
+      sizes)
+  np.testing.assert_array_equal(dataset.test, spell(dataset.test_factors) / on)
+  everything = np.concatenate([dataset.train, dataset.validation, dataset.test])
+  assert _multiset(everything) == _multiset((spell(grid) / on).astype(np.float32))
+  asked = grid[[5, 0, 17]]
+  np.testing.assert_array_equal(dataset.render(asked), spell(asked) / on)
+  # The same test rows whatever the validation size; a test set as large as the data is refused.
+  again = data.load(_config(name=name, data_dir=str(tmp_path), preprocessing="float",
+                            validation_size=7, test_size=5))
+  np.testing.assert_array_equal(again.test_factors, dataset.test_factors)
+  _assert_one_line_error(r"data.test_size=24 must be smaller than the 24 images", name=name,
+                         data_dir=str(tmp_path), test_size=24)
+
+
+def test_factor_data_missing_a_combination_shows_none():
+  from elbo_jax.data.sources import factor_lookup
+  grid = np.stack(np.unravel_index(np.arange(6), (2, 3)), -1)
+  assert factor_lookup(None, grid, (2, 3)) is not None
+  assert factor_lookup(None, grid[1:], (2, 3)) is None
+  assert factor_lookup(None, grid[[0, 0, 1, 2, 3, 4]], (2, 3)) is None
 
 
 def test_tfds_omniglot_and_celeb_a_are_resized(tmp_path):

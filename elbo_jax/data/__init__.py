@@ -7,10 +7,13 @@ test. MNIST is 60k x 784 values, so everything stays in host memory and the trai
 Fields of `config.data` (defaults in `default_config`; a field left out takes its default):
   name: "digits" (scikit-learn's bundled 8x8 digits, no network needed) or a TFDS data set:
     "mnist", "fashion_mnist", "binarized_mnist" (the fixed Larochelle & Murray binarisation),
-    "cifar10", "omniglot" (28x28, ink = 1), "celeb_a" (64x64 centre crop). With source "local"
-    any name is accepted; it only labels the data in `Dataset.info` (the default "digits", which
-    names the scikit-learn set, is replaced there by the file's name). "sprites": procedural
-    dSprites-like images generated offline with their five factors (`elbo_jax.data.sprites`).
+    "cifar10", "omniglot" (28x28, ink = 1), "celeb_a" (64x64 centre crop), and with their factors
+    kept beside the images "dsprites" (64x64 binary; shape, scale, orientation, pos_x, pos_y) and
+    "shapes3d" (64x64 RGB; floor_hue, wall_hue, object_hue, scale, shape, orientation). With
+    source "local" any name is accepted; it only labels the data in `Dataset.info` (the default
+    "digits", which names the scikit-learn set, is replaced there by the file's name).
+    "sprites": procedural dSprites-like images generated offline with their five factors
+    (`elbo_jax.data.sprites`).
   source: "auto" ("local" when `path` is set, otherwise the name's own source), "tfds",
     "sklearn", "local" or "generated".
   path: for source "local": an mnist.pkl.gz-style pickle, a .npz file (keys train / test and
@@ -31,6 +34,8 @@ Fields of `config.data` (defaults in `default_config`; a field left out takes it
     e.g. 50k / 10k / 10k for mnist.pkl.gz; a source without a validation split, such as TFDS
     MNIST, gets `validation_size` held-out training images as for "burda").
   validation_size: images held out of the training pool as validation (see `split`).
+  test_size: for a source with no test split (dsprites, shapes3d): this many random training
+    images (drawn with `seed`) become the test split.
   seed: picks the held-out images and the static binarisation (two independent streams), and
     the factor combinations of generated data.
   resolution, num_examples: generated data ("sprites") only: the image side in pixels and the
@@ -92,6 +97,7 @@ def default_config() -> ml_collections.ConfigDict:
           "preprocessing": "dynamic_binarization",
           "split": "standard",
           "validation_size": 400,
+          "test_size": 10000,
           "seed": 0,
           # Generated data (data.name='sprites'): the image side and the number of examples drawn
           # (split 80 / 10 / 10 into train, validation, test).
@@ -115,9 +121,10 @@ class Dataset:
       shape, dtype, sizes; data_dir and tfds_version for TFDS; factor_names and factor_sizes for
       data with known factors). The trainer writes it into results.json: static and dynamic
       MNIST numbers differ by ~2 nats.
-    test_factors: [len(test), K] integer factors of the test images, for data generated from known
-      factors (sprites); None otherwise.
-    render: for generated data, factors [n, K] -> images [n, H, W, C] as stored (what the
+    test_factors: [len(test), K] integer factors of the test images, for data with known factors
+      (sprites, dsprites, shapes3d); None otherwise.
+    render: for data that can show any factor combination (generated, or holding each one, as
+      dsprites and shapes3d do), factors [n, K] -> images [n, H, W, C] as stored (what the
       intervention scores of `elbo_jax.disentanglement` observe); None otherwise.
   """
 
@@ -276,6 +283,7 @@ def _fields(config_data: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   non_negative_int("data.seed", cfg.seed)
   positive("data.download_timeout", cfg.download_timeout, "seconds")
   positive_int("data.validation_size", cfg.validation_size)
+  positive_int("data.test_size", cfg.test_size)
   one_of("data.source", cfg.source, SOURCES)
   return cfg
 
@@ -323,6 +331,22 @@ def _read(cfg) -> tuple[str, dict, dict]:
   return (source, *builtin.read(cfg))
 
 
+def _hold_out_test(raw: dict, factors: dict | None, test_size: int, seed: int):
+  """(raw, factors) with `test_size` random rows of the train split as the test split."""
+  n = len(raw["train"])
+  if test_size >= n:
+    raise ConfigError(f"data.test_size={test_size} must be smaller than the {n} images of the "
+                      "data set's only split")
+  held_out = np.zeros(n, bool)
+  held_out[np.random.default_rng([seed, 2]).permutation(n)[:test_size]] = True
+  parts = {"train": np.flatnonzero(~held_out), "test": np.flatnonzero(held_out)}
+  take = lambda x, rows: x[rows] if isinstance(x, np.ndarray) else x.subset(rows)
+  raw = raw | {k: take(raw["train"], rows) for k, rows in parts.items()}
+  if factors is not None:
+    factors = factors | {k: factors["train"][rows] for k, rows in parts.items()}
+  return raw, factors
+
+
 def _preprocess(raw: dict, rows: tuple, preprocess, seed: int) -> dict:
   """{source split: preprocessed images} for the rows that (train, validation, test) `rows`
   take; a split read on demand (TFDS) is decoded for those rows only."""
@@ -357,6 +381,8 @@ def load(config_data: ml_collections.ConfigDict,
   source, raw, extra = _read(cfg)
   factors = extra.pop("factors", None)  # {source split: [N, K]}, kept beside the images
   render = extra.pop("render", None)
+  if "test" not in raw:
+    raw, factors = _hold_out_test(raw, factors, cfg.test_size, cfg.seed)
   if len({x.shape[1:] for x in raw.values()}) > 1:
     shapes = ", ".join(f"{k} {x.shape[1:]}" for k, x in raw.items())
     raise ConfigError(f"data.path={cfg.path!r}: the splits' image shapes differ ({shapes})")
