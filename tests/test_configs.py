@@ -31,9 +31,9 @@ def _synthetic_npz(tmp_path, shape):
   return str(path)
 
 
-# The conv nets and the VampPrior take 8-20 s each to compile on 2 cores: they run with the slow
-# tests, the MLP configs in the default suite.
-SLOW_CONFIGS = ("cifar", "conv", "vamp")
+# The conv nets (dsprites_vae's too) and the VampPrior take 8-20 s each to compile on 2 cores: they
+# run with the slow tests, the MLP configs in the default suite.
+SLOW_CONFIGS = ("cifar", "conv", "vamp", "dsprites")
 
 
 @pytest.mark.parametrize("name", [

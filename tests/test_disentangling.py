@@ -231,7 +231,7 @@ def test_their_strengths_vary_per_replica_and_other_posteriors_are_refused():
                                          "objective.dip_type": "iii"})], dataset)
 
 
-@pytest.mark.parametrize("variant", ["smoke", "short", "full"])
+@pytest.mark.parametrize("variant", ["smoke", "short", "full", "paper"])
 def test_the_ablation_trains_each_method_as_one_program(variant):
   ablation = disentanglement.get_config(variant)
   specs = sweep.run_specs(ablation, "/nonexistent")
