@@ -262,7 +262,8 @@ def test_the_smoke_ablation_tabulates_and_draws_the_scores(tmp_path):
                         f"--workdir={tmp_path}"], cwd=REPO, capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-2000:]
   table = (tmp_path / "table.md").read_text()
-  assert "| method | MIG | DCI disentanglement | SAP | TC(q(z)) | test ELBO | seeds |" in table
+  assert ("| method | MIG | DCI disentanglement | SAP | FactorVAE score | TC(q(z)) | test ELBO | "
+          "seeds |") in table
   # beta-TCVAE at tc_weight 1 is the ELBO, as is beta-VAE at beta 1: the same numbers.
   rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in table.splitlines()
           if line.startswith("| beta_")}

@@ -52,7 +52,7 @@ def get_config(arg=None):
   c.name = "disentanglement"
   c.description = ("beta-VAE, beta-TCVAE, FactorVAE and DIP-VAE-I on sprites with known "
                    "factors: disentanglement scores against each method's strength, over seeds.")
-  c.metrics = ("mig", "dci_disentanglement", "sap", "total_correlation", "elbo")
+  c.metrics = ("mig", "dci_disentanglement", "sap", "factor_vae", "total_correlation", "elbo")
   c.figures = ("disentanglement_vs_strength", "metric_bars")
   c.vectorize = "auto"
   if arg == "smoke":
