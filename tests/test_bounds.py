@@ -74,9 +74,9 @@ def trees_close(a, b, rtol=1e-4, atol=1e-5):
              for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-# The VampPrior model (8 s) runs with the slow tests.
+# The VampPrior and two-layer models (8-9 s each) run with the slow tests.
 @pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.slow) if n == "vamp_mlp" else n for n in MODELS])
+    n if n == "linear_gaussian" else pytest.param(n, marks=pytest.mark.slow) for n in MODELS])
 def test_split_params_puts_what_q_reads_on_one_side_and_what_p_reads_on_the_other(name):
   vae, params, x = MODELS[name]()
   inference, generative = split_params(vae, params)
@@ -200,7 +200,9 @@ def test_ciwae_is_beta_elbo_plus_one_minus_beta_iwae_in_value_and_gradient(lg, e
     assert_trees_close(loss_grad(c, params, x, key), mixed)
 
 
-@pytest.mark.parametrize("name", MODELS)
+# The VampPrior model (11 s to compile) runs with the slow tests.
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n == "vamp_mlp" else n for n in MODELS])
 @pytest.mark.parametrize("estimator", ["reparam", "dreg"])
 def test_piwae_gives_the_encoder_miwaes_gradient_and_the_decoder_iwae_mks(name, estimator):
   vae, params, x = MODELS[name]()

@@ -256,7 +256,8 @@ def test_damaged_and_foreign_files_name_data_path(tmp_path):
 @pytest.mark.parametrize(
     "field,value,allowed",
     [
-        ("name", "mnits", "binarized_mnist, celeb_a, cifar10, digits, fashion_mnist, mnist"),
+        ("name", "mnits",
+         "binarized_mnist, celeb_a, cifar10, digits, dsprites, fashion_mnist, mnist"),
         ("preprocessing", "binary", "dynamic_binarization, float, static_binarization, uint8"),
         ("split", "iwae", "burda, standard"),
         ("source", "web", "auto, tfds, sklearn, local"),

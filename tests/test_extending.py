@@ -107,6 +107,7 @@ def test_an_unread_option_is_no_part_of_a_runs_identity():
   assert config_lib.differences(a, c) == ["likelihood.epsilon"]
 
 
+@pytest.mark.slow  # 23 s; each addition is tested on its own above
 def test_an_ablation_of_the_additions_trains_as_one_program_and_tabulates_the_metric(tmp_path):
   workdir = str(tmp_path / "renyi")
   out = subprocess.run(

@@ -302,6 +302,7 @@ def test_two_layer_vmapped_elbo_equals_loop(two_layer):
   np.testing.assert_allclose(batched, np.array(looped), rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.slow  # 8 s of eager dispatch; the jitted two-layer model trains in the default suite
 def test_two_layer_jit_matches_eager_and_grads_finite(two_layer):
   model, params, x = two_layer
   key = jax.random.key(9)

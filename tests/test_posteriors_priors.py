@@ -230,15 +230,19 @@ def test_sample_shapes(latent_dim):
       LearnedGaussian(latent_dim),
       MixtureOfGaussians(latent_dim, num_components=3),
   ):
-    params = prior.init(KEY, KEY, S, method="sample")
-    assert prior.apply(params, KEY, S, method="sample").shape == (S, latent_dim)
+    # Shapes only: traced, not run (eager dispatch of the flows took 8 s).
+    params = jax.eval_shape(lambda: prior.init(KEY, KEY, S, method="sample"))
+    sample = jax.eval_shape(lambda p: prior.apply(p, KEY, S, method="sample"), params)
+    assert sample.shape == (S, latent_dim)
   h = jnp.ones((4, H))
   for name, module in POSTERIOR_MODULES.items():
     module = module.clone(latent_dim=latent_dim)
-    params = _init_posterior(module, h[0])
-    q = module.apply(params, h)
+    params = jax.eval_shape(lambda m=module: _init_posterior(m, h[0]))
+    q = jax.eval_shape(module.apply, params, h)
     assert q["mean"].shape == (4, latent_dim), name
-    z, log_q = module.apply(params, jax.tree.map(lambda a: a[0], q), KEY, S, method="sample")
+    first = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), q)
+    z, log_q = jax.eval_shape(
+        lambda p, q, m=module: m.apply(p, q, KEY, S, method="sample"), params, first)
     assert z.shape == (S, latent_dim) and log_q.shape == (S,), name
     if name == "full_gaussian":
       assert q["scale_tril"].shape == (4, latent_dim, latent_dim)

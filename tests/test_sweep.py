@@ -229,6 +229,7 @@ def test_bad_ablation_configs_are_one_line_errors(tmp_path, fields, message):
   assert not (tmp_path / "w").exists()  # refused before anything is written
 
 
+@pytest.mark.slow  # 10 s; a diverging single run is checked in the default suite (test_divergence)
 def test_a_diverging_replica_stops_alone_and_is_reported(tmp_path):
   ablation = _ablation(axes=(sweep.grid("optimizer.learning_rate", (1e-3, 1e6)),), seeds=(0,),
                        vectorize="all")

@@ -39,6 +39,7 @@ def test_training_raises_the_validation_elbo_and_writes_results_and_figures(tmp_
   assert results["data"]["preprocessing"] == "dynamic_binarization"
 
 
+@pytest.mark.slow  # 9 s; the validation curve of every run is checked in the default suite
 def test_test_set_elbo_curves_are_logged_every_epoch_on_request(tmp_path):
   train_and_evaluate(tiny_config(**{"eval.curve_num_test": 50}), str(tmp_path))
   records = [r for r in io.read_jsonl(tmp_path / "metrics.jsonl") if "test/elbo" in r]
