@@ -198,6 +198,7 @@ def test_a_sweep_recorded_before_a_config_field_existed_still_resumes(tmp_path):
     sweep_workdir.changed_runs(ablation, stored, workdir, sweep.run_specs(ablation, workdir))
 
 
+@pytest.mark.slow  # 11 s; the test above keeps a sweep older than a field in the default suite
 def test_a_workdir_recorded_before_a_config_field_existed_is_the_same_ablation(tmp_path):
   workdir = str(tmp_path)
   sweep.run(_ablation(seeds=(0,)), workdir)
