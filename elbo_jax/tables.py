@@ -132,7 +132,13 @@ def _code(spec, results: dict) -> str:
             "git_commit": info.get("git_commit")}
   commit = code.get("git_commit") or "unrecorded"
   return (f"elbo_jax {code.get('elbo_jax_version') or '(version unrecorded)'}, commit "
-          f"{commit[:7] if commit not in ('unknown', 'unrecorded') else commit}")
+          f"{_short(commit) if commit not in ('unknown', 'unrecorded') else commit}")
+
+
+def _short(commit: str) -> str:
+  """A commit's first 7 hex digits, keeping `workdir.read_git_commit`'s "+modified" mark."""
+  sha, _, mark = commit.partition("+")
+  return sha[:7] + (f"+{mark}" if mark else "")
 
 
 def _code_line(specs) -> str | None:

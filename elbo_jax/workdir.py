@@ -45,13 +45,30 @@ FAILED_FILE = "failed.json"
 RESULTS_FILE = "results.json"
 
 
-def git_commit() -> str:
+def read_git_commit(directory: str) -> str:
+  """HEAD of the git checkout holding `directory`, with "+modified" when tracked files differ
+  from it; "unknown" outside a checkout or without git."""
+  def git(*args):
+    return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, check=False,
+                          cwd=directory).stdout.strip()
+
   try:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                         check=False, cwd=os.path.dirname(os.path.abspath(__file__)))
-    return out.stdout.strip() or "unknown"
+    head = git("rev-parse", "HEAD")
+    if not head:
+      return "unknown"
+    return head + ("+modified" if git("status", "--porcelain", "--untracked-files=no") else "")
   except (OSError, subprocess.TimeoutExpired):
     return "unknown"
+
+
+# Read once, when this process imports the library: the code it runs. A commit made in the
+# checkout while a long sweep runs must not relabel the sweep's later runs.
+_COMMIT_AT_IMPORT = read_git_commit(os.path.dirname(os.path.abspath(__file__)))
+
+
+def git_commit() -> str:
+  """The commit this process's elbo_jax code came from (`read_git_commit` at import time)."""
+  return _COMMIT_AT_IMPORT
 
 
 def provenance(config) -> dict:

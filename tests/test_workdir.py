@@ -272,3 +272,25 @@ def test_a_checkpoint_written_before_the_critic_field_existed_restores_with_no_c
   restored = workdir.restore_step(manager, 7, as_arrays(TrainState(
       **fields, critic=jax.tree.map(np.zeros_like, critic))))
   np.testing.assert_array_equal(restored.critic["params"]["k"], critic["params"]["k"])
+
+
+def test_the_recorded_commit_is_the_imported_codes_and_says_when_files_were_modified(tmp_path,
+                                                                                     monkeypatch):
+  git = lambda *args: subprocess.run(["git", *args], cwd=tmp_path, check=True,
+                                     capture_output=True, text=True).stdout.strip()
+  assert workdir.read_git_commit(str(tmp_path)) == "unknown"
+  git("init", "-q")
+  (tmp_path / "code.py").write_text("a = 1\n")
+  git("add", "code.py")
+  git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+  head = git("rev-parse", "HEAD")
+  assert workdir.read_git_commit(str(tmp_path)) == head
+  (tmp_path / "code.py").write_text("a = 2\n")
+  assert workdir.read_git_commit(str(tmp_path)) == head + "+modified"
+  (tmp_path / "notes.txt").write_text("untracked files are not the code\n")
+  (tmp_path / "code.py").write_text("a = 1\n")
+  assert workdir.read_git_commit(str(tmp_path)) == head
+  # The library's own commit was read once, at import: later commits do not relabel a process.
+  imported = workdir.git_commit()
+  monkeypatch.setattr(workdir, "read_git_commit", lambda directory: "a later commit")
+  assert workdir.git_commit() == imported
