@@ -19,8 +19,13 @@ def method_and_strength(cell, base) -> tuple[str, float]:
   option (beta_tcvae's tc_weight, dip_vae's lambda_od), or the KL weight beta for an objective
   without one (the beta-VAE)."""
   method = cell.overrides.get("objective.name", base.objective.name)
-  option = (*objectives.traced_options(method), "beta")[0]
+  option = strength_option(method)
   return method, float(cell.overrides.get(f"objective.{option}", base.objective[option]))
+
+
+def strength_option(method: str) -> str:
+  """The objective option that `method_and_strength` reads as the method's strength."""
+  return (*objectives.traced_options(method), "beta")[0]
 
 
 def variance_shares(groups: dict[tuple[str, float], np.ndarray]) -> dict[str, float]:
@@ -63,10 +68,10 @@ def disentanglement_vs_strength(ablation, rows, specs, workdir) -> str:
         groups[(method, s)] = v
       if points:
         ax.plot([s for s, _ in points], [v.mean() for _, v in points], "-s", color=f"C{i}",
-                ms=4, label=method)
+                ms=4, label=f"{method} ({strength_option(method)})")
     shares = variance_shares(groups) if groups else None
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("strength (β; tc_weight; λ_od)")
+    ax.set_xlabel("strength (each method's option: legend)")
     ax.set_title(METRICS.get(metric).label + ("" if shares is None else
                  f"\nvariance: method {shares['method']:.0%}, method & strength "
                  f"{shares['cell']:.0%}, "
