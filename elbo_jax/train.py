@@ -200,15 +200,15 @@ def make_train_step(trainer: Trainer, mesh):
                "grad_norm": jnp.where(first, grad_norm, state.initial["grad_norm"])}
     new_state = new_state.replace(step=state.step + 1, initial=initial,
                                   num_skipped=state.num_skipped + skip.astype(jnp.int32))
-    return new_state, _step_metrics(loss, terms, beta, grad_norm, flags, critic_loss)
+    return new_state, _step_metrics(loss, terms, bound, beta, grad_norm, flags, critic_loss)
 
   return train_step
 
 
-def _step_metrics(loss, terms, beta, grad_norm, flags, critic_loss) -> dict:
+def _step_metrics(loss, terms, bound, beta, grad_norm, flags, critic_loss) -> dict:
   """A step's scalars (batch means), its non-finite flags and, with a critic, the critic's loss."""
   metrics = {
-      "loss": loss, "elbo": terms["elbo"].mean(), "bound": terms["bound"].mean(),
+      "loss": loss, "elbo": terms["elbo"].mean(), "bound": bound,
       "log_px_given_z": terms["log_px_given_z"].mean(), "kl": terms["kl"].mean(),
       "beta": beta, "grad_norm": grad_norm, "nonfinite": flags,
   }

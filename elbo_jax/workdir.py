@@ -296,18 +296,19 @@ def restore_step(manager, step: int, state):
   target = jax.tree.map(abstract, state)
   try:
     return manager.restore(step, args=ocp.args.StandardRestore(target))
-  except ValueError:
+  except ValueError as error:
     # Written before the state gained a field that holds nothing here (TrainState.critic of an
     # objective without a critic): restore the others; the empty ones keep `state`'s values.
     if not dataclasses.is_dataclass(target):
       raise
-    empty = [f.name for f in dataclasses.fields(target) if not jax.tree.leaves(getattr(target,
-                                                                                      f.name))]
-    if not empty:
-      raise
     fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)
-              if f.name not in empty}
-    return state.replace(**manager.restore(step, args=ocp.args.StandardRestore(fields)))
+              if jax.tree.leaves(getattr(target, f.name))}
+    if len(fields) == len(dataclasses.fields(target)):
+      raise
+    try:
+      return state.replace(**manager.restore(step, args=ocp.args.StandardRestore(fields)))
+    except ValueError:
+      raise error from None  # a checkpoint of another structure: the first mismatch says how
 
 
 def restore_params(workdir: str, state, best_step: int | None = None):

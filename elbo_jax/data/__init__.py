@@ -208,13 +208,14 @@ def _grey_level_scale(raw: dict[str, Any], preprocessing: str) -> str:
   return "floats as stored"
 
 
-def _held_out(n: int, validation_size: int, seed: int) -> np.ndarray:
-  """[n] bool: the `validation_size` rows held out of n; the same (n, size, seed), the same rows."""
-  if validation_size >= n:
-    raise ConfigError(f"data.validation_size={validation_size} must be smaller than the "
-                      f"{n} training images")
+def _held_out(n: int, size: int, seed: int, field: str = "data.validation_size",
+              what: str = "training images", stream: int = 0) -> np.ndarray:
+  """[n] bool: the `size` rows held out of n, drawn from `seed`'s `stream`; the same (n, size,
+  seed, stream), the same rows. A ConfigError names `field` unless size < n."""
+  if size >= n:
+    raise ConfigError(f"{field}={size} must be smaller than the {n} {what}")
   held_out = np.zeros(n, bool)
-  held_out[np.random.default_rng([seed, 0]).permutation(n)[:validation_size]] = True
+  held_out[np.random.default_rng([seed, stream]).permutation(n)[:size]] = True
   return held_out
 
 
@@ -333,12 +334,9 @@ def _read(cfg) -> tuple[str, dict, dict]:
 
 def _hold_out_test(raw: dict, factors: dict | None, test_size: int, seed: int):
   """(raw, factors) with `test_size` random rows of the train split as the test split."""
-  n = len(raw["train"])
-  if test_size >= n:
-    raise ConfigError(f"data.test_size={test_size} must be smaller than the {n} images of the "
-                      "data set's only split")
-  held_out = np.zeros(n, bool)
-  held_out[np.random.default_rng([seed, 2]).permutation(n)[:test_size]] = True
+  # Stream 2: the validation rows (stream 0) and the static binarisation (1) are drawn apart.
+  held_out = _held_out(len(raw["train"]), test_size, seed, "data.test_size",
+                       "images of the data set's only split", stream=2)
   parts = {"train": np.flatnonzero(~held_out), "test": np.flatnonzero(held_out)}
   take = lambda x, rows: x[rows] if isinstance(x, np.ndarray) else x.subset(rows)
   raw = raw | {k: take(raw["train"], rows) for k, rows in parts.items()}
